@@ -1,0 +1,364 @@
+//! Reads a config file and turns it into a [`LoadedConfig`], or into every problem it has.
+//!
+//! Syntax errors are all collected by toml's recovering parser. Serde stops at its first
+//! error, so after each one the offending key is dropped from the parsed table and the
+//! typed parse is retried: the admin sees every wrong key in one run, each with
+//! `file:line:col`, while the serde structs stay the only description of the format.
+
+use super::diagnostic::{ConfigError, Diagnostic};
+use super::model::{Config, Mode};
+use super::validate::validate;
+use crate::secrets::{Secret, source};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+/// A valid config together with the secrets it points at.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadedConfig {
+    pub path: PathBuf,
+    pub config: Config,
+    pub secrets: ConfigSecrets,
+}
+
+/// Secrets named by the config, read at load time so a bad file is a config error.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ConfigSecrets {
+    pub control_token: Option<Secret>,
+    pub cloudflare_token: Option<Secret>,
+    pub r2_access_key_id: Option<Secret>,
+    pub r2_secret_access_key: Option<Secret>,
+}
+
+/// Where to look for systemd credentials: `$CREDENTIALS_DIRECTORY`.
+pub fn credentials_dir_from_env() -> Option<PathBuf> {
+    std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from)
+}
+
+/// Loads `path`, taking credentials from `$CREDENTIALS_DIRECTORY`.
+pub fn load(path: &Path) -> Result<LoadedConfig, ConfigError> {
+    load_with(path, credentials_dir_from_env().as_deref())
+}
+
+pub fn load_with(path: &Path, credentials_dir: Option<&Path>) -> Result<LoadedConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        let hint = if e.kind() == std::io::ErrorKind::NotFound {
+            "; create it (see config.example.toml) or pass --config / HUBKEEPER_CONFIG"
+        } else {
+            ""
+        };
+        ConfigError::single(path.to_path_buf(), format!("cannot read the config file: {e}{hint}"))
+    })?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    parse(&text, path, base, credentials_dir)
+}
+
+/// Parses config text. Relative paths in it are taken relative to `base` (the
+/// directory of the config file).
+pub fn parse(
+    text: &str,
+    path: &Path,
+    base: &Path,
+    credentials_dir: Option<&Path>,
+) -> Result<LoadedConfig, ConfigError> {
+    let fail = |problems| ConfigError {
+        path: path.to_path_buf(),
+        problems,
+    };
+    let (mut table, syntax) = DeTable::parse_recoverable(text);
+    if !syntax.is_empty() {
+        return Err(fail(
+            syntax
+                .iter()
+                .map(|e| Diagnostic::new(None, e.message().trim()).at(text, e.span()))
+                .collect(),
+        ));
+    }
+    table.get_mut().make_owned();
+    let index = SpanIndex::build(table.get_ref());
+
+    let mut problems = Vec::new();
+    let mut removed: Vec<String> = Vec::new();
+    let parsed = loop {
+        match Config::deserialize(toml::de::Deserializer::from(table.clone())) {
+            Ok(cfg) => break Some(cfg),
+            Err(e) => {
+                let key = e.span().and_then(|s| index.deepest_at(s.start));
+                problems.push(Diagnostic::new(key.clone(), e.message().trim()).at(text, e.span()));
+                match key {
+                    Some(k) if remove_key(table.get_mut(), &k) => removed.push(k),
+                    _ => break None,
+                }
+            }
+        }
+    };
+
+    let Some(mut cfg) = parsed else {
+        problems.sort_by_key(|d| d.location.unwrap_or((usize::MAX, 0)));
+        return Err(fail(problems));
+    };
+    resolve_paths(&mut cfg, base);
+    for (key, message) in validate(&cfg) {
+        let under_removed = removed
+            .iter()
+            .any(|r| key == *r || key.starts_with(&format!("{r}.")));
+        if !under_removed {
+            let span = index.key_span(&key);
+            problems.push(Diagnostic::new(Some(key), message).at(text, span));
+        }
+    }
+    if !problems.is_empty() {
+        problems.sort_by_key(|d| d.location.unwrap_or((usize::MAX, 0)));
+        return Err(fail(problems));
+    }
+
+    let secrets = read_secrets(&cfg, credentials_dir);
+    match secrets {
+        Ok(secrets) => Ok(LoadedConfig {
+            path: path.to_path_buf(),
+            config: cfg,
+            secrets,
+        }),
+        Err(errs) => Err(fail(
+            errs.into_iter()
+                .map(|(key, msg)| {
+                    let span = index.key_span(&key);
+                    Diagnostic::new(Some(key), msg).at(text, span)
+                })
+                .collect(),
+        )),
+    }
+}
+
+/// Relative paths are relative to the config file's directory, so a dev config can
+/// keep its socket and secrets under the checkout.
+fn resolve_paths(cfg: &mut Config, base: &Path) {
+    let fix = |p: &mut PathBuf| {
+        if p.is_relative() {
+            *p = base.join(&*p);
+        }
+    };
+    fix(&mut cfg.socket);
+    fix(&mut cfg.secrets_dir);
+    fix(&mut cfg.tunnel.cloudflared);
+    fix(&mut cfg.backup.rustic);
+    if let Some(m) = &mut cfg.managed {
+        m.token_file.as_mut().map(fix);
+    }
+    if let Some(sm) = &mut cfg.self_managed {
+        sm.api_token_file.as_mut().map(fix);
+        if let Some(r2) = &mut sm.r2 {
+            fix(&mut r2.access_key_id_file);
+            fix(&mut r2.secret_access_key_file);
+        }
+    }
+}
+
+/// Reads the secrets the chosen mode needs. Problems are (key, message).
+fn read_secrets(
+    cfg: &Config,
+    creds: Option<&Path>,
+) -> Result<ConfigSecrets, Vec<(String, String)>> {
+    let mut out = ConfigSecrets::default();
+    let mut errs = Vec::new();
+    let mut take = |key: &str, r: Result<Secret, source::SourceError>| match r {
+        Ok(s) => Some(s),
+        Err(e) => {
+            errs.push((key.to_owned(), e.to_string()));
+            None
+        }
+    };
+    match cfg.mode {
+        Some(Mode::Managed) => {
+            if let Some(m) = &cfg.managed {
+                out.control_token = take(
+                    "managed.token_file",
+                    source::read_secret(m.token_file.as_deref(), "control-token", creds),
+                );
+            }
+        }
+        Some(Mode::SelfManaged) => {
+            if let Some(sm) = &cfg.self_managed {
+                out.cloudflare_token = take(
+                    "self_managed.api_token_file",
+                    source::read_secret(sm.api_token_file.as_deref(), "cloudflare-token", creds),
+                );
+                if let Some(r2) = &sm.r2 {
+                    out.r2_access_key_id = take(
+                        "self_managed.r2.access_key_id_file",
+                        source::read_secret_file(&r2.access_key_id_file),
+                    );
+                    out.r2_secret_access_key = take(
+                        "self_managed.r2.secret_access_key_file",
+                        source::read_secret_file(&r2.secret_access_key_file),
+                    );
+                }
+            }
+        }
+        None => {}
+    }
+    if errs.is_empty() { Ok(out) } else { Err(errs) }
+}
+
+/// Byte spans of every key and value in the parsed document, by dotted path.
+struct SpanIndex {
+    entries: BTreeMap<String, (Range<usize>, Range<usize>)>,
+}
+
+impl SpanIndex {
+    fn build(root: &DeTable<'_>) -> Self {
+        let mut entries = BTreeMap::new();
+        fn walk(
+            t: &DeTable<'_>,
+            prefix: &str,
+            out: &mut BTreeMap<String, (Range<usize>, Range<usize>)>,
+        ) {
+            for (k, v) in t.iter() {
+                let path = if prefix.is_empty() {
+                    k.get_ref().to_string()
+                } else {
+                    format!("{prefix}.{}", k.get_ref())
+                };
+                out.insert(path.clone(), (k.span(), v.span()));
+                if let DeValue::Table(inner) = v.get_ref() {
+                    walk(inner, &path, out);
+                }
+            }
+        }
+        walk(root, "", &mut entries);
+        Self { entries }
+    }
+
+    /// The deepest key whose key or value contains byte `pos`.
+    fn deepest_at(&self, pos: usize) -> Option<String> {
+        self.entries
+            .iter()
+            .filter(|(_, (k, v))| k.contains(&pos) || v.contains(&pos) || v.start == pos)
+            .max_by_key(|(path, _)| path.matches('.').count())
+            .map(|(path, _)| path.clone())
+    }
+
+    /// The span of `key`, or of the closest parent present in the file (a missing key
+    /// is reported where its section is).
+    fn key_span(&self, key: &str) -> Option<Range<usize>> {
+        let mut k = key;
+        loop {
+            if let Some((span, _)) = self.entries.get(k) {
+                return Some(span.clone());
+            }
+            k = &k[..k.rfind('.')?];
+        }
+    }
+}
+
+fn remove_key(root: &mut DeTable<'_>, path: &str) -> bool {
+    let mut parts: Vec<&str> = path.split('.').collect();
+    let Some(last) = parts.pop() else {
+        return false;
+    };
+    let mut t = root;
+    for p in parts {
+        match t.get_mut(p).map(Spanned::get_mut) {
+            Some(DeValue::Table(inner)) => t = inner,
+            _ => return false,
+        }
+    }
+    t.remove(last).is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_str(text: &str) -> Result<LoadedConfig, ConfigError> {
+        parse(text, Path::new("/etc/hk.toml"), Path::new("/etc"), None)
+    }
+
+    fn lines(text: &str) -> Vec<String> {
+        parse_str(text).unwrap_err().lines()
+    }
+
+    #[test]
+    fn empty_config_is_valid_and_disabled() {
+        let c = parse_str("").unwrap();
+        assert!(!c.config.enabled);
+        assert_eq!(c.config.socket, PathBuf::from("/run/hubkeeper/hubkeeper.sock"));
+        assert_eq!(c.config.socket_mode.0, 0o660);
+    }
+
+    #[test]
+    fn unknown_key_is_reported_with_line_and_column() {
+        let l = lines("enabled = false\nbogus = 1\n");
+        assert_eq!(l.len(), 1, "{l:?}");
+        assert!(l[0].starts_with("/etc/hk.toml:2:1: bogus: unknown field `bogus`"), "{l:?}");
+    }
+
+    #[test]
+    fn all_problems_are_reported_at_once() {
+        let text = "enabled = \"yes\"\n[tunnel]\ngrace_period = \"30x\"\nfoo = 1\n[health]\ninterval = 5\n";
+        let l = lines(text);
+        assert_eq!(l.len(), 4, "{l:#?}");
+        assert!(l[0].contains(":1:11: enabled: invalid type"), "{l:?}");
+        assert!(l.iter().any(|x| x.contains(":3:16: tunnel.grace_period: invalid duration \"30x\"")), "{l:?}");
+        assert!(l.iter().any(|x| x.contains(":4:1: tunnel.foo: unknown field `foo`")), "{l:?}");
+        assert!(l.iter().any(|x| x.contains(":6:12: health.interval: invalid type: integer")), "{l:?}");
+    }
+
+    #[test]
+    fn syntax_errors_have_positions() {
+        let l = lines("enabled = \nmode = 'x\n");
+        assert!(!l.is_empty());
+        assert!(l[0].starts_with("/etc/hk.toml:1:"), "{l:?}");
+    }
+
+    #[test]
+    fn missing_section_for_mode_is_reported_at_mode() {
+        let l = lines("enabled = true\nhub_id = \"h1\"\nmode = \"managed\"\n");
+        assert_eq!(l.len(), 1, "{l:?}");
+        assert!(l[0].contains(":3:1: managed: mode = \"managed\" needs a [managed] section")
+            || l[0].contains("managed: mode = \"managed\" needs a [managed] section"), "{l:?}");
+    }
+
+    #[test]
+    fn missing_field_in_a_section_does_not_hide_later_sections() {
+        let text = "mode = \"managed\"\n[managed]\nurl = \"https://x.example\"\n[health]\ninterval = \"1x\"\n";
+        let l = lines(text);
+        assert!(l.iter().any(|x| x.contains("managed: missing field `account_id`")), "{l:?}");
+        assert!(l.iter().any(|x| x.contains("health.interval: invalid duration")), "{l:?}");
+        assert!(!l.iter().any(|x| x.contains("needs a [managed] section")), "{l:?}");
+    }
+
+    #[test]
+    fn enabled_needs_mode_and_hub_id() {
+        let l = lines("enabled = true\n");
+        assert!(l.iter().any(|x| x.contains("mode: enabled = true needs mode")), "{l:?}");
+        assert!(l.iter().any(|x| x.contains("hub_id: enabled = true needs hub_id")), "{l:?}");
+    }
+
+    #[test]
+    fn relative_paths_follow_the_config_file() {
+        let c = parse("socket = \"run/hk.sock\"\n", Path::new("/srv/dev/hk.toml"), Path::new("/srv/dev"), None).unwrap();
+        assert_eq!(c.config.socket, PathBuf::from("/srv/dev/run/hk.sock"));
+    }
+
+    #[test]
+    fn bad_values_of_every_custom_type_are_explained() {
+        let l = lines("hub_id = \"Hub_1\"\nsocket_mode = \"999\"\n[health]\ndns_resolver = \"8.8.8.8\"\n[tunnel]\norigin = \"ftp://x\"\n");
+        assert_eq!(l.len(), 4, "{l:#?}");
+        assert!(l[0].contains("hub_id: invalid hub_id"), "{l:?}");
+        assert!(l[1].contains("socket_mode: invalid mode \"999\""), "{l:?}");
+        assert!(l.iter().any(|x| x.contains("health.dns_resolver: invalid dns_resolver")), "{l:?}");
+        assert!(l.iter().any(|x| x.contains("tunnel.origin: \"ftp://x\" is not an http")), "{l:?}");
+    }
+
+    #[test]
+    fn missing_control_token_is_a_config_error_naming_the_key() {
+        let text = "mode = \"managed\"\n[managed]\nurl = \"https://cs.example\"\naccount_id = \"a\"\nlicense_id = \"l\"\n";
+        let l = lines(text);
+        assert_eq!(l.len(), 1, "{l:?}");
+        assert!(l[0].contains("managed.token_file: not set, and no systemd credential \"control-token\""), "{l:?}");
+    }
+}

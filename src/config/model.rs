@@ -1,0 +1,372 @@
+//! The typed configuration (spec §3): serde structs with defaults; unknown keys are refused.
+//!
+//! Cross-field rules ("mode = managed needs [managed]") live in `validate.rs`, and
+//! secret files are read in `load.rs`; this module only says what each key is.
+
+use super::duration::HumanDuration;
+use serde::{Deserialize, Deserializer};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/hubkeeper/hubkeeper.toml";
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The admin's toggle (pinned).
+    #[serde(default)]
+    pub enabled: bool,
+    pub mode: Option<Mode>,
+    pub hub_id: Option<HubId>,
+    #[serde(default = "default_socket")]
+    pub socket: PathBuf,
+    #[serde(default = "default_socket_mode")]
+    pub socket_mode: FileMode,
+    pub socket_group: Option<String>,
+    #[serde(default = "default_secrets_dir")]
+    pub secrets_dir: PathBuf,
+    /// `error`, `warn`, `info`, `debug` or `trace`; `RUST_LOG` overrides it.
+    #[serde(default)]
+    pub log_level: LogLevel,
+    pub managed: Option<Managed>,
+    pub self_managed: Option<SelfManaged>,
+    #[serde(default)]
+    pub tunnel: Tunnel,
+    #[serde(default)]
+    pub r2: R2,
+    #[serde(default)]
+    pub backup: Backup,
+    #[serde(default)]
+    pub health: Health,
+    #[serde(default)]
+    pub disable: Disable,
+    #[serde(default)]
+    pub api: Api,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum Mode {
+    #[serde(rename = "managed")]
+    Managed,
+    #[serde(rename = "self-managed")]
+    SelfManaged,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Managed => "managed",
+            Mode::SelfManaged => "self-managed",
+        }
+    }
+}
+
+/// A hub id: it ends up in bucket names, hostnames and repository paths, so it is
+/// restricted to what all of those accept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HubId(String);
+
+impl HubId {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let ok_chars = s
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if s.is_empty() || s.len() > 40 || !ok_chars || s.starts_with('-') || s.ends_with('-') {
+            return Err(format!(
+                "invalid hub_id \"{s}\": use 1-40 lowercase letters, digits and '-', not starting or ending with '-'"
+            ));
+        }
+        Ok(Self(s.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for HubId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for HubId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        HubId::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A Unix permission mode written in octal as a string, e.g. `"0660"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileMode(pub u32);
+
+impl<'de> Deserialize<'de> for FileMode {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        let digits = s.strip_prefix("0o").unwrap_or(&s);
+        match u32::from_str_radix(digits, 8) {
+            Ok(m) if m <= 0o777 && !digits.is_empty() => Ok(FileMode(m)),
+            _ => Err(serde::de::Error::custom(format!(
+                "invalid mode \"{s}\": expected an octal permission string like \"0660\""
+            ))),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Error,
+    Warn,
+    #[default]
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Error => "error",
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+            LogLevel::Trace => "trace",
+        }
+    }
+}
+
+/// An `http://` or `https://` URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpUrl(pub url::Url);
+
+impl<'de> Deserialize<'de> for HttpUrl {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        match url::Url::parse(&s) {
+            Ok(u) if (u.scheme() == "http" || u.scheme() == "https") && u.host().is_some() => {
+                Ok(HttpUrl(u))
+            }
+            Ok(_) => Err(serde::de::Error::custom(format!(
+                "\"{s}\" is not an http:// or https:// URL"
+            ))),
+            Err(e) => Err(serde::de::Error::custom(format!("invalid URL \"{s}\": {e}"))),
+        }
+    }
+}
+
+/// `[managed]`: the control service that holds the Cloudflare key (spec §8).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Managed {
+    pub url: HttpUrl,
+    /// Shared secret; without it, the systemd credential `control-token` is used.
+    pub token_file: Option<PathBuf>,
+    pub account_id: NonEmpty,
+    pub license_id: NonEmpty,
+    pub requested_subdomain: Option<String>,
+}
+
+/// `[self_managed]`: the admin's own Cloudflare account.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SelfManaged {
+    #[serde(default = "default_api_base")]
+    pub api_base: HttpUrl,
+    pub account_id: NonEmpty,
+    /// Without it, the systemd credential `cloudflare-token` is used.
+    pub api_token_file: Option<PathBuf>,
+    pub zone: NonEmpty,
+    pub hostname: NonEmpty,
+    pub tunnel_name: Option<String>,
+    pub r2: Option<SelfManagedR2>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SelfManagedR2 {
+    pub bucket: NonEmpty,
+    pub access_key_id_file: PathBuf,
+    pub secret_access_key_file: PathBuf,
+    pub endpoint: Option<HttpUrl>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Tunnel {
+    pub cloudflared: PathBuf,
+    pub origin: HttpUrl,
+    pub no_tls_verify: bool,
+    pub metrics: SocketAddr,
+    pub grace_period: HumanDuration,
+    pub ready_timeout: HumanDuration,
+    pub restart_after_failed_probes: u32,
+    pub backoff_initial: HumanDuration,
+    pub backoff_max: HumanDuration,
+}
+
+impl Default for Tunnel {
+    fn default() -> Self {
+        Self {
+            cloudflared: "/usr/bin/cloudflared".into(),
+            origin: HttpUrl(url::Url::parse("http://127.0.0.1:8080").expect("static URL")),
+            no_tls_verify: false,
+            metrics: SocketAddr::from(([127, 0, 0, 1], 20241)),
+            grace_period: HumanDuration::secs(30),
+            ready_timeout: HumanDuration::secs(60),
+            restart_after_failed_probes: 3,
+            backoff_initial: HumanDuration::secs(1),
+            backoff_max: HumanDuration::secs(300),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct R2 {
+    pub force_path_style: bool,
+}
+
+impl Default for R2 {
+    fn default() -> Self {
+        Self {
+            force_path_style: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Backup {
+    pub enabled: bool,
+    pub rustic: PathBuf,
+    pub paths: Vec<PathBuf>,
+    pub interval: HumanDuration,
+    pub keep_daily: u32,
+    pub keep_weekly: u32,
+    pub keep_monthly: u32,
+}
+
+impl Default for Backup {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            rustic: "/usr/bin/rustic".into(),
+            paths: vec!["/var/lib/hub".into()],
+            interval: HumanDuration::secs(24 * 3600),
+            keep_daily: 7,
+            keep_weekly: 4,
+            keep_monthly: 6,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Health {
+    pub interval: HumanDuration,
+    pub dns_resolver: DnsResolver,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Self {
+            interval: HumanDuration::secs(60),
+            dns_resolver: DnsResolver::System,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DnsResolver {
+    System,
+    At(SocketAddr),
+}
+
+impl<'de> Deserialize<'de> for DnsResolver {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        if s == "system" {
+            return Ok(DnsResolver::System);
+        }
+        s.parse().map(DnsResolver::At).map_err(|_| {
+            serde::de::Error::custom(format!(
+                "invalid dns_resolver \"{s}\": expected \"system\" or an IP:PORT like \"127.0.0.1:53\""
+            ))
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Disable {
+    pub delete_bucket: bool,
+    pub retention_days: u32,
+}
+
+impl Default for Disable {
+    fn default() -> Self {
+        Self {
+            delete_bucket: false,
+            retention_days: 30,
+        }
+    }
+}
+
+/// `[api]`: limits of the local status socket.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Api {
+    /// Connections served at once; more wait in the listen backlog.
+    pub max_connections: u32,
+    /// A client must send a whole request (headers and body) within this time; an
+    /// idle keep-alive connection is closed after it too.
+    pub request_timeout: HumanDuration,
+}
+
+impl Default for Api {
+    fn default() -> Self {
+        Self {
+            max_connections: 128,
+            request_timeout: HumanDuration::secs(10),
+        }
+    }
+}
+
+/// A string that must not be empty.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NonEmpty(pub String);
+
+impl<'de> Deserialize<'de> for NonEmpty {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        if s.trim().is_empty() {
+            return Err(serde::de::Error::custom("must not be empty"));
+        }
+        Ok(NonEmpty(s))
+    }
+}
+
+impl NonEmpty {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+fn default_socket() -> PathBuf {
+    "/run/hubkeeper/hubkeeper.sock".into()
+}
+
+fn default_socket_mode() -> FileMode {
+    FileMode(0o660)
+}
+
+fn default_secrets_dir() -> PathBuf {
+    "/var/lib/hubkeeper/secrets".into()
+}
+
+fn default_api_base() -> HttpUrl {
+    HttpUrl(url::Url::parse("https://api.cloudflare.com/client/v4").expect("static URL"))
+}

@@ -1,0 +1,8 @@
+//! hubkeeper: keeps a hub reachable through a Cloudflare Tunnel and backed up into R2.
+//!
+//! `main.rs` parses the command line; everything else lives here so tests can run the
+//! daemon in-process as well as spawn the binary.
+
+pub mod config;
+pub mod exit;
+pub mod secrets;
