@@ -3,6 +3,15 @@
 //! `main.rs` parses the command line; everything else lives here so tests can run the
 //! daemon in-process as well as spawn the binary.
 
+pub mod api;
+pub mod client;
+pub mod commands;
 pub mod config;
+pub mod config_watch;
+pub mod daemon;
 pub mod exit;
+pub mod logging;
+pub mod metrics;
 pub mod secrets;
+pub mod status;
+pub mod systemd;

@@ -23,7 +23,10 @@ impl HumanDuration {
 pub fn parse(s: &str) -> Result<Duration, String> {
     let trimmed = s.trim();
     if trimmed.is_empty() {
-        return Err("expected a duration like \"200ms\", \"30s\", \"5m\" or \"24h\", got an empty string".into());
+        return Err(
+            "expected a duration like \"200ms\", \"30s\", \"5m\" or \"24h\", got an empty string"
+                .into(),
+        );
     }
     if trimmed.bytes().all(|b| b.is_ascii_digit()) {
         return Err(format!(

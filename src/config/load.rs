@@ -50,10 +50,39 @@ pub fn load_with(path: &Path, credentials_dir: Option<&Path>) -> Result<LoadedCo
         } else {
             ""
         };
-        ConfigError::single(path.to_path_buf(), format!("cannot read the config file: {e}{hint}"))
+        ConfigError::single(
+            path.to_path_buf(),
+            format!("cannot read the config file: {e}{hint}"),
+        )
     })?;
     let base = path.parent().unwrap_or(Path::new("."));
     parse(&text, path, base, credentials_dir)
+}
+
+/// Only the `socket` key, for clients (`hubkeeper status`): they may run as a user
+/// who cannot read the secrets the full config names, and must not fail because of a
+/// problem that only the daemon cares about.
+pub fn socket_only(path: &Path) -> Result<PathBuf, ConfigError> {
+    #[derive(Deserialize)]
+    struct SocketOnly {
+        socket: Option<PathBuf>,
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigError::single(
+            path.to_path_buf(),
+            format!("cannot read the config file: {e}"),
+        )
+    })?;
+    let parsed: SocketOnly = toml::from_str(&text).map_err(|e| ConfigError {
+        path: path.to_path_buf(),
+        problems: vec![Diagnostic::new(None, e.message().trim()).at(&text, e.span())],
+    })?;
+    let mut cfg = Config {
+        socket: parsed.socket.unwrap_or_else(|| Config::default_socket()),
+        ..toml::from_str("").expect("the empty config is valid")
+    };
+    resolve_paths(&mut cfg, path.parent().unwrap_or(Path::new(".")));
+    Ok(cfg.socket)
 }
 
 /// Parses config text. Relative paths in it are taken relative to `base` (the
@@ -106,7 +135,11 @@ pub fn parse(
             .iter()
             .any(|r| key == *r || key.starts_with(&format!("{r}.")));
         if !under_removed {
-            let span = index.key_span(&key);
+            // A missing key has no place in the file; point at what required it.
+            let span = index
+                .key_span(&key)
+                .or_else(|| index.key_span("mode"))
+                .or_else(|| index.key_span("enabled"));
             problems.push(Diagnostic::new(Some(key), message).at(text, span));
         }
     }
@@ -285,7 +318,10 @@ mod tests {
     fn empty_config_is_valid_and_disabled() {
         let c = parse_str("").unwrap();
         assert!(!c.config.enabled);
-        assert_eq!(c.config.socket, PathBuf::from("/run/hubkeeper/hubkeeper.sock"));
+        assert_eq!(
+            c.config.socket,
+            PathBuf::from("/run/hubkeeper/hubkeeper.sock")
+        );
         assert_eq!(c.config.socket_mode.0, 0o660);
     }
 
@@ -293,7 +329,10 @@ mod tests {
     fn unknown_key_is_reported_with_line_and_column() {
         let l = lines("enabled = false\nbogus = 1\n");
         assert_eq!(l.len(), 1, "{l:?}");
-        assert!(l[0].starts_with("/etc/hk.toml:2:1: bogus: unknown field `bogus`"), "{l:?}");
+        assert!(
+            l[0].starts_with("/etc/hk.toml:2:1: bogus: unknown field `bogus`"),
+            "{l:?}"
+        );
     }
 
     #[test]
@@ -302,9 +341,21 @@ mod tests {
         let l = lines(text);
         assert_eq!(l.len(), 4, "{l:#?}");
         assert!(l[0].contains(":1:11: enabled: invalid type"), "{l:?}");
-        assert!(l.iter().any(|x| x.contains(":3:16: tunnel.grace_period: invalid duration \"30x\"")), "{l:?}");
-        assert!(l.iter().any(|x| x.contains(":4:1: tunnel.foo: unknown field `foo`")), "{l:?}");
-        assert!(l.iter().any(|x| x.contains(":6:12: health.interval: invalid type: integer")), "{l:?}");
+        assert!(
+            l.iter()
+                .any(|x| x.contains(":3:16: tunnel.grace_period: invalid duration \"30x\"")),
+            "{l:?}"
+        );
+        assert!(
+            l.iter()
+                .any(|x| x.contains(":4:1: tunnel.foo: unknown field `foo`")),
+            "{l:?}"
+        );
+        assert!(
+            l.iter()
+                .any(|x| x.contains(":6:12: health.interval: invalid type: integer")),
+            "{l:?}"
+        );
     }
 
     #[test]
@@ -318,40 +369,78 @@ mod tests {
     fn missing_section_for_mode_is_reported_at_mode() {
         let l = lines("enabled = true\nhub_id = \"h1\"\nmode = \"managed\"\n");
         assert_eq!(l.len(), 1, "{l:?}");
-        assert!(l[0].contains(":3:1: managed: mode = \"managed\" needs a [managed] section")
-            || l[0].contains("managed: mode = \"managed\" needs a [managed] section"), "{l:?}");
+        assert!(
+            l[0].contains(":3:1: managed: mode = \"managed\" needs a [managed] section")
+                || l[0].contains("managed: mode = \"managed\" needs a [managed] section"),
+            "{l:?}"
+        );
     }
 
     #[test]
     fn missing_field_in_a_section_does_not_hide_later_sections() {
         let text = "mode = \"managed\"\n[managed]\nurl = \"https://x.example\"\n[health]\ninterval = \"1x\"\n";
         let l = lines(text);
-        assert!(l.iter().any(|x| x.contains("managed: missing field `account_id`")), "{l:?}");
-        assert!(l.iter().any(|x| x.contains("health.interval: invalid duration")), "{l:?}");
-        assert!(!l.iter().any(|x| x.contains("needs a [managed] section")), "{l:?}");
+        assert!(
+            l.iter()
+                .any(|x| x.contains("managed: missing field `account_id`")),
+            "{l:?}"
+        );
+        assert!(
+            l.iter()
+                .any(|x| x.contains("health.interval: invalid duration")),
+            "{l:?}"
+        );
+        assert!(
+            !l.iter().any(|x| x.contains("needs a [managed] section")),
+            "{l:?}"
+        );
     }
 
     #[test]
     fn enabled_needs_mode_and_hub_id() {
         let l = lines("enabled = true\n");
-        assert!(l.iter().any(|x| x.contains("mode: enabled = true needs mode")), "{l:?}");
-        assert!(l.iter().any(|x| x.contains("hub_id: enabled = true needs hub_id")), "{l:?}");
+        assert!(
+            l.iter()
+                .any(|x| x.contains("mode: enabled = true needs mode")),
+            "{l:?}"
+        );
+        assert!(
+            l.iter()
+                .any(|x| x.contains("hub_id: enabled = true needs hub_id")),
+            "{l:?}"
+        );
     }
 
     #[test]
     fn relative_paths_follow_the_config_file() {
-        let c = parse("socket = \"run/hk.sock\"\n", Path::new("/srv/dev/hk.toml"), Path::new("/srv/dev"), None).unwrap();
+        let c = parse(
+            "socket = \"run/hk.sock\"\n",
+            Path::new("/srv/dev/hk.toml"),
+            Path::new("/srv/dev"),
+            None,
+        )
+        .unwrap();
         assert_eq!(c.config.socket, PathBuf::from("/srv/dev/run/hk.sock"));
     }
 
     #[test]
     fn bad_values_of_every_custom_type_are_explained() {
-        let l = lines("hub_id = \"Hub_1\"\nsocket_mode = \"999\"\n[health]\ndns_resolver = \"8.8.8.8\"\n[tunnel]\norigin = \"ftp://x\"\n");
+        let l = lines(
+            "hub_id = \"Hub_1\"\nsocket_mode = \"999\"\n[health]\ndns_resolver = \"8.8.8.8\"\n[tunnel]\norigin = \"ftp://x\"\n",
+        );
         assert_eq!(l.len(), 4, "{l:#?}");
         assert!(l[0].contains("hub_id: invalid hub_id"), "{l:?}");
         assert!(l[1].contains("socket_mode: invalid mode \"999\""), "{l:?}");
-        assert!(l.iter().any(|x| x.contains("health.dns_resolver: invalid dns_resolver")), "{l:?}");
-        assert!(l.iter().any(|x| x.contains("tunnel.origin: \"ftp://x\" is not an http")), "{l:?}");
+        assert!(
+            l.iter()
+                .any(|x| x.contains("health.dns_resolver: invalid dns_resolver")),
+            "{l:?}"
+        );
+        assert!(
+            l.iter()
+                .any(|x| x.contains("tunnel.origin: \"ftp://x\" is not an http")),
+            "{l:?}"
+        );
     }
 
     #[test]
@@ -359,6 +448,11 @@ mod tests {
         let text = "mode = \"managed\"\n[managed]\nurl = \"https://cs.example\"\naccount_id = \"a\"\nlicense_id = \"l\"\n";
         let l = lines(text);
         assert_eq!(l.len(), 1, "{l:?}");
-        assert!(l[0].contains("managed.token_file: not set, and no systemd credential \"control-token\""), "{l:?}");
+        assert!(
+            l[0].contains(
+                "managed.token_file: not set, and no systemd credential \"control-token\""
+            ),
+            "{l:?}"
+        );
     }
 }

@@ -152,7 +152,9 @@ impl<'de> Deserialize<'de> for HttpUrl {
             Ok(_) => Err(serde::de::Error::custom(format!(
                 "\"{s}\" is not an http:// or https:// URL"
             ))),
-            Err(e) => Err(serde::de::Error::custom(format!("invalid URL \"{s}\": {e}"))),
+            Err(e) => Err(serde::de::Error::custom(format!(
+                "invalid URL \"{s}\": {e}"
+            ))),
         }
     }
 }
@@ -356,7 +358,13 @@ impl NonEmpty {
 }
 
 fn default_socket() -> PathBuf {
-    "/run/hubkeeper/hubkeeper.sock".into()
+    Config::default_socket()
+}
+
+impl Config {
+    pub fn default_socket() -> PathBuf {
+        "/run/hubkeeper/hubkeeper.sock".into()
+    }
 }
 
 fn default_socket_mode() -> FileMode {

@@ -58,7 +58,9 @@ pub fn validate(cfg: &Config) -> Vec<(String, String)> {
     if sock_len > MAX_SOCKET_PATH {
         bad(
             "socket",
-            format!("the path is {sock_len} bytes; a Unix socket path can have at most {MAX_SOCKET_PATH}"),
+            format!(
+                "the path is {sock_len} bytes; a Unix socket path can have at most {MAX_SOCKET_PATH}"
+            ),
         );
     }
 
@@ -66,7 +68,10 @@ pub fn validate(cfg: &Config) -> Vec<(String, String)> {
     if t.grace_period.get() > MAX_GRACE_PERIOD {
         bad(
             "tunnel.grace_period",
-            format!("{} is longer than cloudflared accepts (at most 3m)", t.grace_period),
+            format!(
+                "{} is longer than cloudflared accepts (at most 3m)",
+                t.grace_period
+            ),
         );
     }
     if t.restart_after_failed_probes == 0 {

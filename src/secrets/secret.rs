@@ -68,6 +68,9 @@ mod tests {
         assert_eq!(Secret::from_file_contents("tok\n".into()).expose(), "tok");
         assert_eq!(Secret::from_file_contents("tok\r\n".into()).expose(), "tok");
         assert_eq!(Secret::from_file_contents("tok".into()).expose(), "tok");
-        assert_eq!(Secret::from_file_contents("tok\n\n".into()).expose(), "tok\n");
+        assert_eq!(
+            Secret::from_file_contents("tok\n\n".into()).expose(),
+            "tok\n"
+        );
     }
 }

@@ -91,12 +91,18 @@ mod tests {
     #[test]
     fn missing_and_empty_are_explained_without_values() {
         let d = tempfile::tempdir().unwrap();
-        let e = read_secret(None, "control-token", None).unwrap_err().to_string();
+        let e = read_secret(None, "control-token", None)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("LoadCredential=control-token"), "{e}");
         std::fs::write(d.path().join("empty"), "\n").unwrap();
-        let e = read_secret_file(&d.path().join("empty")).unwrap_err().to_string();
+        let e = read_secret_file(&d.path().join("empty"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("is empty"), "{e}");
-        let e = read_secret_file(&d.path().join("nope")).unwrap_err().to_string();
+        let e = read_secret_file(&d.path().join("nope"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("cannot read") && e.contains("nope"), "{e}");
     }
 }

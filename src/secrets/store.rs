@@ -80,7 +80,10 @@ impl SecretsStore {
     /// Atomically replaces `rel` with `contents` (mode 0600).
     pub fn write(&self, rel: &str, contents: &[u8]) -> Result<(), StoreError> {
         let path = self.path(rel)?;
-        let parent = path.parent().expect("store paths have a parent").to_path_buf();
+        let parent = path
+            .parent()
+            .expect("store paths have a parent")
+            .to_path_buf();
         if parent != self.dir {
             ensure_private_dir(&parent)?;
         }
@@ -88,7 +91,10 @@ impl SecretsStore {
             path: path.clone(),
             source,
         };
-        let name = path.file_name().expect("checked in path()").to_string_lossy();
+        let name = path
+            .file_name()
+            .expect("checked in path()")
+            .to_string_lossy();
         let tmp = parent.join(format!(
             ".{name}{TEMP_MARKER}{}-{}",
             std::process::id(),
@@ -232,7 +238,10 @@ mod tests {
         let s = SecretsStore::open(&dir).unwrap();
         assert_eq!(fs::metadata(&dir).unwrap().mode() & 0o777, 0o700);
         s.write("rustic/password", b"pw").unwrap();
-        assert_eq!(fs::metadata(dir.join("rustic")).unwrap().mode() & 0o777, 0o700);
+        assert_eq!(
+            fs::metadata(dir.join("rustic")).unwrap().mode() & 0o777,
+            0o700
+        );
         assert_eq!(
             fs::metadata(dir.join("rustic/password")).unwrap().mode() & 0o777,
             0o600

@@ -1,0 +1,71 @@
+//! Watches the config file for changes with inotify (the `notify` crate).
+//!
+//! The directory is watched, not the file: editors save by writing a new file and
+//! renaming it over the old one, and deployments swap symlinks; both replace the inode
+//! a file watch would be attached to. If the config is a symlink, the directory of its
+//! target is watched as well. Every event only says "look again": the daemon debounces
+//! and re-reads, and applies nothing if the content is unchanged.
+
+use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
+use std::path::{Path, PathBuf};
+use tokio::sync::mpsc;
+
+pub struct ConfigWatcher {
+    _watcher: RecommendedWatcher,
+    dirs: Vec<PathBuf>,
+    pub events: mpsc::Receiver<()>,
+}
+
+impl std::fmt::Debug for ConfigWatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConfigWatcher")
+            .field("dirs", &self.dirs)
+            .finish()
+    }
+}
+
+/// The directories whose changes can change what `config` reads as.
+pub fn dirs_for(config: &Path) -> Vec<PathBuf> {
+    let parent = |p: &Path| match p.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let mut dirs = vec![parent(config)];
+    if let Ok(target) = std::fs::canonicalize(config) {
+        let d = parent(&target);
+        if !dirs.contains(&d) && std::fs::canonicalize(&dirs[0]).ok() != Some(d.clone()) {
+            dirs.push(d);
+        }
+    }
+    dirs
+}
+
+impl ConfigWatcher {
+    pub fn new(config: &Path) -> notify::Result<Self> {
+        // Capacity 1 and try_send: a burst of events collapses into one wake-up.
+        let (tx, rx) = mpsc::channel(1);
+        let mut watcher =
+            notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+                if let Ok(ev) = res {
+                    if !matches!(ev.kind, EventKind::Access(_)) {
+                        let _ = tx.try_send(());
+                    }
+                }
+            })?;
+        let dirs = dirs_for(config);
+        for d in &dirs {
+            watcher.watch(d, RecursiveMode::NonRecursive)?;
+        }
+        Ok(Self {
+            _watcher: watcher,
+            dirs,
+            events: rx,
+        })
+    }
+
+    /// Whether the set of watched directories is still the right one for `config`
+    /// (a symlink may now point somewhere else).
+    pub fn still_covers(&self, config: &Path) -> bool {
+        dirs_for(config) == self.dirs
+    }
+}

@@ -1,0 +1,332 @@
+//! The daemon: one `select!` loop that owns the running config and the status, and
+//! reacts to signals, config-file changes, API commands and the watchdog tick.
+//!
+//! Components publish what they know; this loop composes it into the one status
+//! snapshot the API serves, and tells systemd whenever the summary changes.
+
+use crate::api::ApiError;
+use crate::api::listener::{self, BindError};
+use crate::api::peer::PostPolicy;
+use crate::api::server::{self, Context, Limits};
+use crate::commands::{Command, CommandRequest, Outcome};
+use crate::config::{self, Config, ConfigError, LoadedConfig};
+use crate::config_watch::ConfigWatcher;
+use crate::logging::LogControl;
+use crate::metrics::Metrics;
+use crate::secrets::{SecretsStore, StoreError};
+use crate::status::{self, Component, Snapshot, State, Status, StatusError, StatusTx};
+use crate::systemd;
+use hyper::StatusCode;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::{mpsc, watch};
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+
+/// Quiet time after the last file event before the config is re-read: editors write
+/// in several steps.
+const RELOAD_DEBOUNCE: Duration = Duration::from_millis(200);
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Secrets(#[from] StoreError),
+    #[error(transparent)]
+    Socket(#[from] BindError),
+    #[error("cannot start: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Options for [`run`].
+#[derive(Debug, Default)]
+pub struct RunOptions {
+    /// Adjusts the log level on reload; `None` when logging is not ours (tests).
+    pub logs: Option<LogControl>,
+}
+
+/// Runs the daemon until SIGTERM/SIGINT or until `shutdown` is cancelled.
+pub async fn run(
+    loaded: LoadedConfig,
+    opts: RunOptions,
+    shutdown: CancellationToken,
+) -> Result<(), DaemonError> {
+    let cfg = loaded.config.clone();
+    let _store = SecretsStore::open(&cfg.secrets_dir)?;
+    let gid = listener::resolve_group(cfg.socket_group.as_deref())?;
+    let (std_listener, socket_guard) = listener::bind(&cfg.socket, cfg.socket_mode.0, gid)?;
+    let listener = tokio::net::UnixListener::from_std(std_listener)?;
+
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sighup = signal(SignalKind::hangup())?;
+
+    let mut d = Daemon {
+        running: cfg.clone(),
+        loaded,
+        config_errors: Vec::new(),
+        restart_required: Vec::new(),
+        metrics: Arc::new(Metrics::new()),
+        logs: opts.logs,
+        status_tx: watch::channel(Snapshot::new(Status::default())).0,
+        last_summary: String::new(),
+    };
+    status::publish(&d.status_tx, d.compose());
+    d.last_summary = d.status_tx.borrow().status.summary();
+
+    let (cmd_tx, mut cmd_rx) = mpsc::channel::<CommandRequest>(16);
+    let ctx = Arc::new(Context {
+        status: d.status_tx.subscribe(),
+        commands: cmd_tx,
+        metrics: d.metrics.clone(),
+        request_timeout: cfg.api.request_timeout.get(),
+    });
+    let policy = PostPolicy {
+        daemon_uid: nix::unistd::geteuid().as_raw(),
+        socket_gid: gid,
+    };
+    let limits = Limits {
+        max_connections: cfg.api.max_connections as usize,
+        request_timeout: cfg.api.request_timeout.get(),
+    };
+    let api_stop = CancellationToken::new();
+    let api = tokio::spawn(server::run(listener, ctx, policy, limits, api_stop.clone()));
+
+    let summary = d.status_tx.borrow().status.summary();
+    tracing::info!(
+        socket = %cfg.socket.display(),
+        config = %d.loaded.path.display(),
+        version = status::VERSION,
+        "hubkeeper started: {summary}"
+    );
+    systemd::ready(&summary);
+
+    let mut watcher = start_watcher(&d.loaded.path);
+    let mut reload_at: Option<Instant> = None;
+    let mut watchdog = systemd::watchdog_interval().map(|every| {
+        let mut i = tokio::time::interval(every);
+        i.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        i
+    });
+
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); break }
+            _ = sigint.recv() => { tracing::info!("SIGINT: shutting down"); break }
+            _ = sighup.recv() => {
+                tracing::info!("SIGHUP: reloading the config");
+                reload_at = None;
+                d.reload();
+            }
+            Some(()) = recv_event(&mut watcher) => {
+                reload_at = Some(Instant::now() + RELOAD_DEBOUNCE);
+            }
+            () = sleep_until(reload_at), if reload_at.is_some() => {
+                reload_at = None;
+                tracing::debug!("config directory changed: re-reading the config");
+                d.reload();
+                if !watcher.as_ref().is_some_and(|w| w.still_covers(&d.loaded.path)) {
+                    watcher = start_watcher(&d.loaded.path);
+                }
+            }
+            Some(req) = cmd_rx.recv() => d.command(req),
+            _ = tick(&mut watchdog) => systemd::watchdog(),
+        }
+    }
+
+    systemd::stopping();
+    api_stop.cancel();
+    let _ = api.await;
+    drop(socket_guard);
+    tracing::info!("hubkeeper stopped");
+    Ok(())
+}
+
+struct Daemon {
+    /// The config in force (the last good one).
+    loaded: LoadedConfig,
+    /// The settings the process started with; socket and secrets_dir need a restart.
+    running: Config,
+    /// Problems of a refused new config (component `config`).
+    config_errors: Vec<StatusError>,
+    /// Changes that were read but need a restart to take effect.
+    restart_required: Vec<StatusError>,
+    metrics: Arc<Metrics>,
+    logs: Option<LogControl>,
+    status_tx: StatusTx,
+    last_summary: String,
+}
+
+impl Daemon {
+    /// The status as it follows from what this loop knows.
+    fn compose(&self) -> Status {
+        let cfg = &self.loaded.config;
+        let mut s = Status {
+            enabled: cfg.enabled,
+            mode: cfg.mode.map(|m| m.as_str()),
+            hub_id: cfg.hub_id.as_ref().map(|h| h.as_str().to_owned()),
+            ..Status::default()
+        };
+        s.errors.extend(self.config_errors.iter().cloned());
+        s.errors.extend(self.restart_required.iter().cloned());
+        s.state = if !cfg.enabled {
+            State::Disabled
+        } else {
+            // Tunnel and backup management come with the next releases; until then an
+            // enabled config says plainly that it cannot be served.
+            let mode = cfg.mode.map_or("this", |m| m.as_str());
+            s.errors.push(StatusError::new(
+                Component::Enroll,
+                "mode_not_available",
+                format!("{mode} mode is not available in this build of hubkeeper"),
+                "this build only serves status: install a hubkeeper release that manages tunnels, or set enabled = false",
+            ));
+            State::Error
+        };
+        s
+    }
+
+    /// Publishes the composed status; logs and tells systemd when the summary changed.
+    fn refresh(&mut self) {
+        if status::publish(&self.status_tx, self.compose()) {
+            let summary = self.status_tx.borrow().status.summary();
+            if summary != self.last_summary {
+                tracing::info!("status: {summary}");
+                systemd::status(&summary);
+                self.last_summary = summary;
+            }
+        }
+    }
+
+    fn reload(&mut self) {
+        systemd::reloading();
+        match config::load(&self.loaded.path) {
+            Ok(new) if new == self.loaded => {
+                self.metrics.count_reload("unchanged");
+                if !self.config_errors.is_empty() {
+                    tracing::info!("the config file is valid again; errors cleared");
+                }
+                self.config_errors.clear();
+            }
+            Ok(new) => {
+                self.restart_required = restart_required(&self.running, &new.config);
+                for e in &self.restart_required {
+                    tracing::warn!("{}", e.message);
+                }
+                if let Some(l) = &self.logs {
+                    l.set_level(new.config.log_level);
+                }
+                self.loaded = new;
+                self.config_errors.clear();
+                self.metrics.count_reload("applied");
+                tracing::info!("config reloaded");
+            }
+            Err(e) => {
+                self.metrics.count_reload("refused");
+                tracing::error!(
+                    "the new config is invalid and was not applied; the last good config stays in force:"
+                );
+                for line in e.lines() {
+                    tracing::error!("{line}");
+                }
+                self.config_errors = config_status_errors(&e);
+            }
+        }
+        self.refresh();
+        systemd::ready(&self.status_tx.borrow().status.summary());
+    }
+
+    fn command(&mut self, req: CommandRequest) {
+        let cfg = &self.loaded.config;
+        let result = match req.command {
+            Command::Check => Ok(StatusCode::OK),
+            Command::RotateKeys if !cfg.enabled => Err(ApiError::conflict(
+                "disabled",
+                "hubkeeper is disabled: there are no keys to rotate",
+            )),
+            Command::RotateKeys => Err(ApiError::new(
+                StatusCode::NOT_IMPLEMENTED,
+                "not_available",
+                "rotating keys needs managed mode, which is not available in this build",
+            )),
+            Command::Backup => Err(ApiError::conflict(
+                "backups_disabled",
+                "backups are not available in this build of hubkeeper",
+            )),
+        };
+        let reply = result.map(|status| Outcome {
+            status,
+            snapshot: self.status_tx.borrow().clone(),
+        });
+        let _ = req.reply.send(reply);
+    }
+}
+
+fn config_status_errors(e: &ConfigError) -> Vec<StatusError> {
+    e.lines()
+        .into_iter()
+        .map(|line| {
+            StatusError::new(
+                Component::Config,
+                "config_invalid",
+                line,
+                "fix the config file (hubkeeper check-config shows every problem) and save it; the last good config stays in force until then",
+            )
+        })
+        .collect()
+}
+
+/// Settings the running process cannot change without a restart.
+fn restart_required(running: &Config, new: &Config) -> Vec<StatusError> {
+    let mut out = Vec::new();
+    let mut check = |key: &str, changed: bool| {
+        if changed {
+            out.push(StatusError::new(
+                Component::Config,
+                "restart_required",
+                format!("{key} changed in the config; the running daemon keeps the old value"),
+                "restart hubkeeper to apply it: systemctl restart hubkeeper",
+            ));
+        }
+    };
+    check("socket", running.socket != new.socket);
+    check("socket_mode", running.socket_mode != new.socket_mode);
+    check("socket_group", running.socket_group != new.socket_group);
+    check("secrets_dir", running.secrets_dir != new.secrets_dir);
+    check("api", running.api != new.api);
+    out
+}
+
+fn start_watcher(path: &std::path::Path) -> Option<ConfigWatcher> {
+    match ConfigWatcher::new(path) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch the config file for changes; SIGHUP still reloads it");
+            None
+        }
+    }
+}
+
+async fn recv_event(w: &mut Option<ConfigWatcher>) -> Option<()> {
+    match w {
+        Some(w) => w.events.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn tick(i: &mut Option<tokio::time::Interval>) {
+    match i {
+        Some(i) => {
+            i.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,134 @@
+//! The human summary printed by `hubkeeper status`: a state banner, the tunnel, the
+//! backups, and every error with its hint. It reads the JSON the daemon sent, so a
+//! newer daemon with more keys still renders.
+
+use serde_json::Value;
+use std::fmt::Write;
+
+pub fn render(v: &Value) -> String {
+    let s = |v: &Value| v.as_str().map(str::to_owned);
+    let mut out = String::new();
+    let state = s(&v["state"]).unwrap_or_else(|| "unknown".into());
+    let banner = match state.as_str() {
+        "ready" => "READY",
+        "degraded" => "DEGRADED",
+        "error" => "ERROR",
+        "starting" => "STARTING",
+        "disabled" => "DISABLED",
+        _ => "UNKNOWN",
+    };
+    let mut who = Vec::new();
+    if let Some(m) = s(&v["mode"]) {
+        who.push(format!("{m} mode"));
+    }
+    if let Some(h) = s(&v["hub_id"]) {
+        who.push(format!("hub {h}"));
+    }
+    if let Some(h) = s(&v["hostname"]) {
+        who.push(h);
+    }
+    let _ = write!(out, "hubkeeper {banner}");
+    if !who.is_empty() {
+        let _ = write!(out, "  ({})", who.join(", "));
+    }
+    out.push('\n');
+    if let Some(n) = s(&v["note"]) {
+        let _ = writeln!(out, "  note    {n}");
+    }
+
+    let t = &v["tunnel"];
+    let mut tunnel = s(&t["state"]).unwrap_or_else(|| "-".into());
+    if let Some(pid) = t["pid"].as_u64() {
+        let _ = write!(tunnel, ", pid {pid}");
+    }
+    if let Some(c) = t["ready_connections"].as_u64() {
+        let _ = write!(tunnel, ", {c} edge connections");
+    }
+    if let Some(r) = t["restarts"].as_u64().filter(|r| *r > 0) {
+        let _ = write!(tunnel, ", {r} restarts");
+    }
+    if let Some(since) = s(&t["since"]) {
+        let _ = write!(tunnel, ", since {since}");
+    }
+    let _ = writeln!(out, "  tunnel  {tunnel}");
+
+    let b = &v["backup"];
+    let mut backup = s(&b["state"]).unwrap_or_else(|| "-".into());
+    match s(&b["last_success"]) {
+        Some(t) => {
+            let _ = write!(backup, ", last success {t}");
+        }
+        None if backup != "disabled" => backup.push_str(", no backup yet"),
+        None => {}
+    }
+    if let Some(id) = s(&b["last_snapshot_id"]) {
+        let _ = write!(backup, " (snapshot {})", id.get(..8).unwrap_or(&id));
+    }
+    if let Some(n) = s(&b["next_run"]) {
+        let _ = write!(backup, ", next {n}");
+    }
+    let _ = writeln!(out, "  backup  {backup}");
+
+    if let Some(checks) = v["checks"].as_object() {
+        for (name, c) in checks {
+            if c.is_null() {
+                continue;
+            }
+            let ok = if c["ok"].as_bool() == Some(true) {
+                "ok"
+            } else {
+                "FAIL"
+            };
+            let detail = s(&c["detail"]).unwrap_or_default();
+            let _ = writeln!(out, "  check   {name:<6} {ok}  {detail}");
+        }
+    }
+
+    if let Some(errors) = v["errors"].as_array().filter(|e| !e.is_empty()) {
+        let _ = writeln!(out, "errors:");
+        for e in errors {
+            let _ = writeln!(
+                out,
+                "  [{}] {}: {}",
+                s(&e["component"]).unwrap_or_default(),
+                s(&e["code"]).unwrap_or_default(),
+                s(&e["message"]).unwrap_or_default()
+            );
+            if let Some(h) = s(&e["hint"]) {
+                let _ = writeln!(out, "      hint: {h}");
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::{Component, State, Status, StatusError};
+
+    #[test]
+    fn renders_banner_and_errors_with_hints() {
+        let mut st = Status {
+            state: State::Error,
+            enabled: true,
+            mode: Some("managed"),
+            hub_id: Some("hub-1".into()),
+            ..Status::default()
+        };
+        st.errors.push(StatusError::new(
+            Component::Config,
+            "c",
+            "it broke",
+            "do this",
+        ));
+        let out = render(&serde_json::to_value(&st).unwrap());
+        assert!(
+            out.starts_with("hubkeeper ERROR  (managed mode, hub hub-1)"),
+            "{out}"
+        );
+        assert!(out.contains("[config] c: it broke"), "{out}");
+        assert!(out.contains("hint: do this"), "{out}");
+        assert!(out.contains("tunnel  stopped"), "{out}");
+    }
+}
