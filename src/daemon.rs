@@ -24,8 +24,8 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
-/// Quiet time after the last file event before the config is re-read: editors write
-/// in several steps.
+/// Time from the first file event to re-reading the config: editors write in several
+/// steps, and one read should see them all.
 const RELOAD_DEBOUNCE: Duration = Duration::from_millis(200);
 
 #[derive(Debug, thiserror::Error)]
@@ -120,7 +120,9 @@ pub async fn run(
                 d.reload();
             }
             Some(()) = recv_event(&mut watcher) => {
-                reload_at = Some(Instant::now() + RELOAD_DEBOUNCE);
+                // The window opens at the first event of a burst and is not extended,
+                // so a steady stream of events cannot postpone the reload forever.
+                reload_at.get_or_insert(Instant::now() + RELOAD_DEBOUNCE);
             }
             () = sleep_until(reload_at), if reload_at.is_some() => {
                 reload_at = None;

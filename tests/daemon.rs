@@ -212,14 +212,13 @@ const BAD_EDIT: &str = "enabled = true\n[health]\ninterval = \"often\"\n";
 fn editing_the_file_reloads_without_a_signal() {
     let d = Daemon::start("");
     assert_eq!(d.status()["state"], "disabled");
+    std::fs::write(d.dir.path().join("tok"), "t").unwrap();
     save_like_an_editor(
         &d.config,
         &format!(
             "{BASE}enabled = true\nmode = \"self-managed\"\nhub_id = \"hub-2\"\n[self_managed]\naccount_id = \"a\"\napi_token_file = \"tok\"\nzone = \"example.com\"\nhostname = \"h.example.com\"\n"
         ),
     );
-    std::fs::write(d.dir.path().join("tok"), "t").unwrap();
-    // The token file is written after the config: the reload it triggers sees both.
     let s = d.wait_status("the enabled config", |s| s["enabled"] == true);
     assert_eq!(s["hub_id"], "hub-2");
     assert_eq!(s["state"], "error");
