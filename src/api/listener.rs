@@ -24,8 +24,16 @@ pub enum BindError {
     NoSuchGroup(String),
     #[error("cannot bind {}: {source}", path.display())]
     Bind { path: PathBuf, source: io::Error },
-    #[error("cannot set mode or group of {}: {source}", path.display())]
+    #[error("cannot set mode or group of {}: {source}{}", path.display(), group_hint(source))]
     Permissions { path: PathBuf, source: io::Error },
+}
+
+fn group_hint(e: &io::Error) -> &'static str {
+    if e.raw_os_error() == Some(libc::EPERM) {
+        "; to hand the socket to socket_group, hubkeeper's user must be a member of that group (SupplementaryGroups= in a unit drop-in)"
+    } else {
+        ""
+    }
 }
 
 /// Removes the socket when dropped, unless another process has since replaced it.

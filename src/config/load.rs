@@ -78,7 +78,7 @@ pub fn socket_only(path: &Path) -> Result<PathBuf, ConfigError> {
         problems: vec![Diagnostic::new(None, e.message().trim()).at(&text, e.span())],
     })?;
     let mut cfg = Config {
-        socket: parsed.socket.unwrap_or_else(|| Config::default_socket()),
+        socket: parsed.socket.unwrap_or_else(Config::default_socket),
         ..toml::from_str("").expect("the empty config is valid")
     };
     resolve_paths(&mut cfg, path.parent().unwrap_or(Path::new(".")));
@@ -454,5 +454,37 @@ mod tests {
             ),
             "{l:?}"
         );
+    }
+}
+
+#[cfg(test)]
+mod example_tests {
+    use super::*;
+    use crate::config::model::{Api, Backup, Disable, Health, R2, Tunnel};
+
+    /// config.example.toml parses, and the defaults it documents are the real ones.
+    #[test]
+    fn the_example_config_is_valid_and_documents_true_defaults() {
+        let text = include_str!("../../config.example.toml");
+        let creds = tempfile::tempdir().unwrap();
+        let cfg_dir = tempfile::tempdir().unwrap();
+        let token = cfg_dir.path().join("control-token");
+        std::fs::write(&token, "t").unwrap();
+        let text = text.replace("/etc/hubkeeper/control-token", token.to_str().unwrap());
+        let loaded = parse(&text, Path::new("config.example.toml"), Path::new("/"), Some(creds.path()))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let c = loaded.config;
+        assert!(!c.enabled);
+        assert_eq!(c.tunnel, Tunnel::default());
+        assert_eq!(c.r2, R2::default());
+        assert_eq!(c.backup, Backup::default());
+        assert_eq!(c.health, Health::default());
+        assert_eq!(c.disable, Disable::default());
+        assert_eq!(c.api, Api::default());
+        let empty = parse("", Path::new("x"), Path::new("/"), None).unwrap().config;
+        assert_eq!(c.socket, empty.socket);
+        assert_eq!(c.socket_mode, empty.socket_mode);
+        assert_eq!(c.secrets_dir, empty.secrets_dir);
+        assert_eq!(c.log_level, empty.log_level);
     }
 }
