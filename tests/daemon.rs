@@ -11,22 +11,7 @@ use support::*;
 fn serves_every_pinned_status_key_and_stops_cleanly_on_sigterm() {
     let mut d = Daemon::start("");
     let s = d.status();
-    for k in [
-        "state",
-        "enabled",
-        "mode",
-        "hub_id",
-        "hostname",
-        "tunnel_id",
-        "r2_bucket",
-        "last_health_check",
-        "errors",
-        "note",
-        "tunnel",
-        "backup",
-        "checks",
-        "version",
-    ] {
+    for k in hubkeeper::status::PINNED_KEYS {
         assert!(s.get(k).is_some(), "missing {k} in {s:#}");
     }
     assert_eq!(s["state"], "disabled");

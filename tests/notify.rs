@@ -14,6 +14,19 @@ struct Recorder {
 }
 
 impl Recorder {
+    /// Binds the notify socket in `dir`; returns it and its path for NOTIFY_SOCKET.
+    fn new(dir: &tempfile::TempDir) -> (Recorder, String) {
+        let path = dir.path().join("notify.sock");
+        let sock = UnixDatagram::bind(&path).unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let rec = Recorder {
+            sock,
+            seen: Vec::new(),
+        };
+        (rec, path.to_str().unwrap().to_owned())
+    }
+
     /// Reads datagrams until one satisfies `f`; returns it. Everything read is kept.
     fn wait(&mut self, what: &str, f: impl Fn(&str) -> bool) -> String {
         let end = Instant::now() + Duration::from_secs(10);
@@ -38,20 +51,13 @@ fn lines(msg: &str) -> Vec<&str> {
 #[test]
 fn notify_protocol_from_start_to_stop() {
     let dir = open_tempdir();
-    let path = dir.path().join("notify.sock");
-    let sock = UnixDatagram::bind(&path).unwrap();
-    sock.set_read_timeout(Some(Duration::from_millis(100)))
-        .unwrap();
-    let mut rec = Recorder {
-        sock,
-        seen: Vec::new(),
-    };
+    let (mut rec, path) = Recorder::new(&dir);
     std::fs::write(dir.path().join("tok"), "cf-token").unwrap();
     let mut d = Daemon::spawn(
         dir,
         BASE,
         &[
-            ("NOTIFY_SOCKET", path.to_str().unwrap()),
+            ("NOTIFY_SOCKET", path.as_str()),
             ("WATCHDOG_USEC", "200000"),
         ],
     );
@@ -103,15 +109,8 @@ fn notify_protocol_from_start_to_stop() {
 #[test]
 fn no_watchdog_pings_without_watchdog_usec() {
     let dir = open_tempdir();
-    let path = dir.path().join("notify.sock");
-    let sock = UnixDatagram::bind(&path).unwrap();
-    sock.set_read_timeout(Some(Duration::from_millis(100)))
-        .unwrap();
-    let mut rec = Recorder {
-        sock,
-        seen: Vec::new(),
-    };
-    let mut d = Daemon::spawn(dir, BASE, &[("NOTIFY_SOCKET", path.to_str().unwrap())]);
+    let (mut rec, path) = Recorder::new(&dir);
+    let mut d = Daemon::spawn(dir, BASE, &[("NOTIFY_SOCKET", path.as_str())]);
     rec.wait("READY=1", |m| lines(m).contains(&"READY=1"));
     // Stop it and collect everything it sent: no WATCHDOG among it.
     d.signal(Signal::SIGTERM);

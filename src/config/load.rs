@@ -471,8 +471,13 @@ mod example_tests {
         let token = cfg_dir.path().join("control-token");
         std::fs::write(&token, "t").unwrap();
         let text = text.replace("/etc/hubkeeper/control-token", token.to_str().unwrap());
-        let loaded = parse(&text, Path::new("config.example.toml"), Path::new("/"), Some(creds.path()))
-            .unwrap_or_else(|e| panic!("{e}"));
+        let loaded = parse(
+            &text,
+            Path::new("config.example.toml"),
+            Path::new("/"),
+            Some(creds.path()),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         let c = loaded.config;
         assert!(!c.enabled);
         assert_eq!(c.tunnel, Tunnel::default());
@@ -481,7 +486,9 @@ mod example_tests {
         assert_eq!(c.health, Health::default());
         assert_eq!(c.disable, Disable::default());
         assert_eq!(c.api, Api::default());
-        let empty = parse("", Path::new("x"), Path::new("/"), None).unwrap().config;
+        let empty = parse("", Path::new("x"), Path::new("/"), None)
+            .unwrap()
+            .config;
         assert_eq!(c.socket, empty.socket);
         assert_eq!(c.socket_mode, empty.socket_mode);
         assert_eq!(c.secrets_dir, empty.secrets_dir);

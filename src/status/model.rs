@@ -5,6 +5,24 @@ use std::time::SystemTime;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
+/// The top-level keys of the status object (pinned: the hub UI relies on them).
+pub const PINNED_KEYS: [&str; 14] = [
+    "state",
+    "enabled",
+    "mode",
+    "hub_id",
+    "hostname",
+    "tunnel_id",
+    "r2_bucket",
+    "last_health_check",
+    "errors",
+    "note",
+    "tunnel",
+    "backup",
+    "checks",
+    "version",
+];
+
 /// The overall state (pinned values).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -246,22 +264,7 @@ mod tests {
     #[test]
     fn every_pinned_key_is_present_even_when_unknown() {
         let v = serde_json::to_value(Status::default()).unwrap();
-        for k in [
-            "state",
-            "enabled",
-            "mode",
-            "hub_id",
-            "hostname",
-            "tunnel_id",
-            "r2_bucket",
-            "last_health_check",
-            "errors",
-            "note",
-            "tunnel",
-            "backup",
-            "checks",
-            "version",
-        ] {
+        for k in PINNED_KEYS {
             assert!(v.get(k).is_some(), "missing {k}");
         }
         for k in ["state", "pid", "restarts", "ready_connections", "since"] {
