@@ -1,8 +1,8 @@
 //! End-to-end benchmark of the `hubkeeper` daemon: idle footprint and socket API
 //! throughput, measured on the real release binary from the outside.
 //!
-//! Run with `cargo bench --bench daemon` (about two and a half minutes), or with
-//! `HUBKEEPER_BENCH_QUICK=1` for a smoke run of a few seconds whose figures mean
+//! Run with `cargo bench --bench daemon` (about a minute and a half), or with
+//! `HUBKEEPER_BENCH_QUICK=1` for a smoke run of about 12 s whose figures mean
 //! little. The benchmark only prints figures next to their targets: it never fails
 //! on a missed target, because timings depend on the machine it runs on.
 //!
@@ -178,7 +178,7 @@ async fn measure(daemon: &Daemon, w: &Windows) -> Result<Figures> {
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
     println!(
-        "  {:>7} {:>10} {:>10} {:>10} {:>10} {:>7} {:>11} {:>11} {:>10}",
+        "  {:>7} {:>10} {:>10} {:>10} {:>10} {:>7} {:>11} {:>11} {:>10} {:>13}",
         "clients",
         "req/s",
         "p50 ms",
@@ -187,13 +187,14 @@ async fn measure(daemon: &Daemon, w: &Windows) -> Result<Figures> {
         "errors",
         "daemon cpu",
         "client cpu",
-        "other cpu"
+        "other cpu",
+        "daemon cs/req"
     );
     let mut at_64 = None;
     for &c in &CONCURRENCY {
         let r = load(&daemon.socket, pid, c, w.load).await?;
         println!(
-            "  {:>7} {:>10.0} {:>10.3} {:>10.3} {:>10.3} {:>7} {:>11.2} {:>11.2} {:>10.2}",
+            "  {:>7} {:>10.0} {:>10.3} {:>10.3} {:>10.3} {:>7} {:>11.2} {:>11.2} {:>10.2} {:>13.3}",
             c,
             r.rps,
             r.p50_ms,
@@ -202,7 +203,8 @@ async fn measure(daemon: &Daemon, w: &Windows) -> Result<Figures> {
             r.errors,
             r.daemon_cores,
             r.client_cores,
-            r.other_cores
+            r.other_cores,
+            r.switches_per_req
         );
         if r.other_cores > 0.2 {
             println!(
@@ -491,6 +493,10 @@ struct LoadResult {
     /// CPU used by anything else on the machine meanwhile: load figures taken while
     /// something else was busy are not the daemon's.
     other_cores: f64,
+    /// Context switches of the daemon per request: how often its threads go to sleep
+    /// and are woken again to serve one. Under load, busy workers should keep this
+    /// well below 1; more than 1 means the runtime's threads wake each other.
+    switches_per_req: f64,
 }
 
 struct ClientResult {
@@ -543,7 +549,9 @@ async fn load(socket: &Path, pid: i32, clients: usize, run: Duration) -> Result<
     let daemon_cores = cores(cpu0.daemon, cpu1.daemon);
     let client_cores = cores(cpu0.client, cpu1.client);
     let q = |p: f64| hist.value_at_quantile(p) as f64 / 1e6;
+    let switches = cpu1.daemon_switches.saturating_sub(cpu0.daemon_switches);
     Ok(LoadResult {
+        switches_per_req: switches as f64 / hist.len().max(1) as f64,
         rps: hist.len() as f64 / secs,
         p50_ms: q(0.50),
         p99_ms: q(0.99),
@@ -555,11 +563,13 @@ async fn load(socket: &Path, pid: i32, clients: usize, run: Duration) -> Result<
     })
 }
 
-/// CPU time used so far by the daemon, by this process, and by the whole machine.
+/// CPU time used so far by the daemon, by this process, and by the whole machine,
+/// and the daemon's context switches.
 struct CpuSample {
     daemon: Duration,
     client: Duration,
     machine: Duration,
+    daemon_switches: u64,
 }
 
 impl CpuSample {
@@ -568,6 +578,7 @@ impl CpuSample {
             daemon: cpu_time(&pid.to_string())?,
             client: cpu_time("self")?,
             machine: machine_busy()?,
+            daemon_switches: thread_switches(pid)?.values().map(|t| t.switches).sum(),
         })
     }
 }

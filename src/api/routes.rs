@@ -159,6 +159,10 @@ async fn read_body(
     if declared.is_some_and(|n| n > MAX_BODY as u64) {
         return Err(too_large());
     }
+    // Most requests (every GET) have no body: no timer, no buffering.
+    if hyper::body::Body::is_end_stream(&body) {
+        return Ok(Bytes::new());
+    }
     let collect = Limited::new(body, MAX_BODY).collect();
     match tokio::time::timeout(ctx.request_timeout, collect).await {
         Err(_) => Err(ApiError::new(
