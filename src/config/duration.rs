@@ -20,6 +20,13 @@ impl HumanDuration {
 
 /// Parses `"30s"`, `"5m"`, `"1h 30m"`... Plain numbers are refused: a bare `30` is
 /// ambiguous (seconds? minutes?) and a wrong guess is worse than an error.
+///
+/// ```
+/// use std::time::Duration;
+/// use hubkeeper::config::duration::parse;
+/// assert_eq!(parse("5m"), Ok(Duration::from_secs(300)));
+/// assert!(parse("30").unwrap_err().contains("no unit"));
+/// ```
 pub fn parse(s: &str) -> Result<Duration, String> {
     let trimmed = s.trim();
     if trimmed.is_empty() {

@@ -8,6 +8,13 @@ use zeroize::Zeroizing;
 ///
 /// There is deliberately no `Display` of the value and no `Serialize`: the only way
 /// out is [`Secret::expose`], which makes every use greppable.
+///
+/// ```
+/// use hubkeeper::secrets::Secret;
+/// let token = Secret::new("tok-123");
+/// assert_eq!(format!("{token:?} {token}"), "Secret(<redacted>) <redacted>");
+/// assert_eq!(token.expose(), "tok-123");
+/// ```
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(Zeroizing<String>);
 
