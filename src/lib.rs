@@ -7,6 +7,8 @@ pub mod api;
 pub mod client;
 pub mod commands;
 pub mod config;
+pub mod control;
+pub mod control_service;
 pub mod config_watch;
 pub mod daemon;
 pub mod exit;

@@ -2,6 +2,7 @@
 //! that owns `secrets_dir`.
 
 mod secret;
+pub use secret::exposed;
 pub mod source;
 pub mod store;
 

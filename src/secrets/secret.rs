@@ -81,3 +81,19 @@ mod tests {
         );
     }
 }
+
+/// Serde for the few places where a secret must cross a wire or reach a file (the
+/// control API's responses, `enrollment.json`). Opt in per field with
+/// `#[serde(with = "crate::secrets::exposed")]`, so every such place is greppable.
+pub mod exposed {
+    use super::Secret;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(s: &Secret, ser: S) -> Result<S::Ok, S::Error> {
+        ser.serialize_str(s.expose())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Secret, D::Error> {
+        String::deserialize(d).map(Secret::new)
+    }
+}

@@ -1,0 +1,1 @@
+//! `hubkeeper control-service`: the Managed-CF control service (spec §8).
