@@ -4,16 +4,19 @@
 //! daemon in-process as well as spawn the binary.
 
 pub mod api;
+pub mod backoff;
 pub mod client;
 pub mod commands;
 pub mod config;
+pub mod config_watch;
 pub mod control;
 pub mod control_service;
-pub mod config_watch;
 pub mod daemon;
 pub mod exit;
 pub mod logging;
 pub mod metrics;
+pub mod process;
 pub mod secrets;
 pub mod status;
+pub mod supervisor;
 pub mod systemd;
