@@ -8,19 +8,23 @@ use crate::api::ApiError;
 use crate::api::listener::{self, BindError};
 use crate::api::peer::PostPolicy;
 use crate::api::server::{self, Context, Limits};
-use crate::commands::{Command, CommandRequest, Outcome};
-use crate::config::{self, Config, ConfigError, LoadedConfig};
+use crate::commands::{Command, CommandRequest, Outcome, Reply};
+use crate::compose::{Inputs, compose};
+use crate::config::{self, Config, ConfigError, LoadedConfig, Mode};
 use crate::config_watch::ConfigWatcher;
 use crate::logging::LogControl;
+use crate::managed::{Managed, ManagedView, RotateError};
 use crate::metrics::Metrics;
 use crate::secrets::{SecretsStore, StoreError};
-use crate::status::{self, Component, Snapshot, State, Status, StatusError, StatusTx};
+use crate::status::{self, Component, Snapshot, Status, StatusError, StatusTx};
+use crate::supervisor::{Supervisor, TunnelView};
 use crate::systemd;
 use hyper::StatusCode;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
@@ -52,7 +56,10 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), DaemonError> {
     let cfg = loaded.config.clone();
-    let _store = SecretsStore::open(&cfg.secrets_dir)?;
+    // Watching starts before the socket answers: an edit made by anyone who saw the
+    // daemon up must not be missed.
+    let mut watcher = start_watcher(&loaded.path);
+    let store = SecretsStore::open(&cfg.secrets_dir)?;
     let gid = listener::resolve_group(cfg.socket_group.as_deref())?;
     let (std_listener, socket_guard) = listener::bind(&cfg.socket, cfg.socket_mode.0, gid)?;
     let listener = tokio::net::UnixListener::from_std(std_listener)?;
@@ -61,9 +68,19 @@ pub async fn run(
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sighup = signal(SignalKind::hangup())?;
 
+    let engines = CancellationToken::new();
+    let (supervisor, tunnel_view, supervisor_task) = Supervisor::start();
+    let loaded = Arc::new(loaded);
+    let (managed, managed_view, managed_task) =
+        Managed::start(loaded.clone(), store, supervisor, engines.clone());
+
     let mut d = Daemon {
         running: cfg.clone(),
         loaded,
+        managed,
+        managed_view,
+        tunnel_view,
+        rotations: JoinSet::new(),
         config_errors: Vec::new(),
         restart_required: Vec::new(),
         metrics: Arc::new(Metrics::new()),
@@ -101,7 +118,6 @@ pub async fn run(
     );
     systemd::ready(&summary);
 
-    let mut watcher = start_watcher(&d.loaded.path);
     let mut reload_at: Option<Instant> = None;
     let mut watchdog = systemd::watchdog_interval().map(|every| {
         let mut i = tokio::time::interval(every);
@@ -133,11 +149,32 @@ pub async fn run(
                 }
             }
             Some(req) = cmd_rx.recv() => d.command(req),
+            Some(done) = d.rotations.join_next() => {
+                if let Ok((reply, result)) = done {
+                    d.refresh();
+                    d.rotation_done(reply, result);
+                }
+            }
+            Ok(()) = d.managed_view.changed() => d.refresh(),
+            Ok(()) = d.tunnel_view.changed() => d.refresh(),
             _ = tick(&mut watchdog) => systemd::watchdog(),
         }
     }
 
     systemd::stopping();
+    // cloudflared gets its SIGTERM and grace period while the socket still answers
+    // (state "stopping"); the socket goes last.
+    engines.cancel();
+    let mut managed_task = managed_task;
+    loop {
+        tokio::select! {
+            _ = &mut managed_task => break,
+            Ok(()) = d.tunnel_view.changed() => d.refresh(),
+            _ = tick(&mut watchdog) => systemd::watchdog(),
+        }
+    }
+    drop(d.managed);
+    let _ = supervisor_task.await;
     api_stop.cancel();
     let _ = api.await;
     drop(socket_guard);
@@ -147,7 +184,12 @@ pub async fn run(
 
 struct Daemon {
     /// The config in force (the last good one).
-    loaded: LoadedConfig,
+    loaded: Arc<LoadedConfig>,
+    managed: Managed,
+    managed_view: watch::Receiver<ManagedView>,
+    tunnel_view: watch::Receiver<TunnelView>,
+    /// Key rotations waiting for the control service.
+    rotations: JoinSet<(Reply, Result<(), RotateError>)>,
     /// The settings the process started with; socket and secrets_dir need a restart.
     running: Config,
     /// Problems of a refused new config (component `config`).
@@ -161,32 +203,16 @@ struct Daemon {
 }
 
 impl Daemon {
-    /// The status as it follows from what this loop knows.
+    /// The status as it follows from what the components published.
     fn compose(&self) -> Status {
-        let cfg = &self.loaded.config;
-        let mut s = Status {
-            enabled: cfg.enabled,
-            mode: cfg.mode.map(|m| m.as_str()),
-            hub_id: cfg.hub_id.as_ref().map(|h| h.as_str().to_owned()),
-            ..Status::default()
-        };
-        s.errors.extend(self.config_errors.iter().cloned());
-        s.errors.extend(self.restart_required.iter().cloned());
-        s.state = if !cfg.enabled {
-            State::Disabled
-        } else {
-            // Tunnel and backup management come with the next releases; until then an
-            // enabled config says plainly that it cannot be served.
-            let mode = cfg.mode.map_or("this", |m| m.as_str());
-            s.errors.push(StatusError::new(
-                Component::Enroll,
-                "mode_not_available",
-                format!("{mode} mode is not available in this build of hubkeeper"),
-                "this build only serves status: install a hubkeeper release that manages tunnels, or set enabled = false",
-            ));
-            State::Error
-        };
-        s
+        let mut config_errors = self.config_errors.clone();
+        config_errors.extend(self.restart_required.iter().cloned());
+        compose(&Inputs {
+            config: &self.loaded.config,
+            config_errors: &config_errors,
+            managed: &self.managed_view.borrow(),
+            tunnel: &self.tunnel_view.borrow(),
+        })
     }
 
     /// Publishes the composed status; logs and tells systemd when the summary changed.
@@ -204,7 +230,7 @@ impl Daemon {
     fn reload(&mut self) {
         systemd::reloading();
         match config::load(&self.loaded.path) {
-            Ok(new) if new == self.loaded => {
+            Ok(new) if new == *self.loaded => {
                 self.metrics.count_reload("unchanged");
                 if !self.config_errors.is_empty() {
                     tracing::info!("the config file is valid again; errors cleared");
@@ -219,7 +245,8 @@ impl Daemon {
                 if let Some(l) = &self.logs {
                     l.set_level(new.config.log_level);
                 }
-                self.loaded = new;
+                self.loaded = Arc::new(new);
+                self.managed.reconfigure(self.loaded.clone());
                 self.config_errors.clear();
                 self.metrics.count_reload("applied");
                 tracing::info!("config reloaded");
@@ -247,21 +274,52 @@ impl Daemon {
                 "disabled",
                 "hubkeeper is disabled: there are no keys to rotate",
             )),
-            Command::RotateKeys => Err(ApiError::new(
+            Command::RotateKeys if cfg.mode != Some(Mode::Managed) => Err(ApiError::new(
                 StatusCode::NOT_IMPLEMENTED,
                 "not_available",
-                "rotating keys needs managed mode, which is not available in this build",
+                "rotating keys through hubkeeper needs managed mode",
             )),
+            Command::RotateKeys => {
+                let (tx, rx) = oneshot::channel();
+                self.managed.rotate_keys(tx);
+                let reply = req.reply;
+                self.rotations.spawn(async move {
+                    let result = rx.await.unwrap_or(Err(RotateError::NotEnrolled));
+                    (reply, result)
+                });
+                return;
+            }
             Command::Backup => Err(ApiError::conflict(
                 "backups_disabled",
                 "backups are not available in this build of hubkeeper",
             )),
         };
-        let reply = result.map(|status| Outcome {
+        self.reply(req.reply, result);
+    }
+
+    fn rotation_done(&self, reply: Reply, result: Result<(), RotateError>) {
+        let result = result.map(|()| StatusCode::OK).map_err(|e| match e {
+            RotateError::NotEnrolled => ApiError::conflict("not_enrolled", e.to_string()),
+            RotateError::Control(c) => ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "control_error",
+                format!("{c}; the old keys stay in force"),
+            ),
+            RotateError::Store(_) => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "store_failed",
+                e.to_string(),
+            ),
+        });
+        self.reply(reply, result);
+    }
+
+    fn reply(&self, reply: Reply, result: Result<StatusCode, ApiError>) {
+        let result = result.map(|status| Outcome {
             status,
             snapshot: self.status_tx.borrow().clone(),
         });
-        let _ = req.reply.send(reply);
+        let _ = reply.send(result);
     }
 }
 

@@ -124,7 +124,11 @@ impl Validate for RotateKeysResponse {
 
 impl Validate for DisableResponse {
     fn validate(&self) -> Result<(), MissingField> {
-        if self.ok { Ok(()) } else { Err(MissingField("ok = true")) }
+        if self.ok {
+            Ok(())
+        } else {
+            Err(MissingField("ok = true"))
+        }
     }
 }
 
@@ -144,7 +148,10 @@ mod tests {
             "r2_bucket":"b","r2_access_key_id":"k","r2_secret_access_key":"s","extra":1}"#;
         let r: EnrollResponse = serde_json::from_str(json).unwrap();
         assert!(r.validate().is_ok());
-        assert!(!format!("{r:?}").contains("tok\""), "Debug must redact the token");
+        assert!(
+            !format!("{r:?}").contains("tok\""),
+            "Debug must redact the token"
+        );
         let mut r2 = r.clone();
         r2.hostname = " ".into();
         assert_eq!(r2.validate(), Err(MissingField("hostname")));

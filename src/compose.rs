@@ -1,0 +1,209 @@
+//! Derives the one status object (spec §7) from what the components publish: the
+//! config in force, the managed-mode engine's view and the supervisor's view.
+//! A pure function, so the state rules are tested here without processes.
+
+use crate::config::{Config, Mode};
+use crate::managed::ManagedView;
+use crate::status::{BackupState, Component, State, Status, StatusError, TunnelState};
+use crate::supervisor::TunnelView;
+
+pub struct Inputs<'a> {
+    pub config: &'a Config,
+    /// Refused reloads and settings that need a restart.
+    pub config_errors: &'a [StatusError],
+    pub managed: &'a ManagedView,
+    pub tunnel: &'a TunnelView,
+}
+
+pub fn compose(i: &Inputs<'_>) -> Status {
+    let cfg = i.config;
+    let t = i.tunnel;
+    let mut s = Status {
+        enabled: cfg.enabled,
+        mode: cfg.mode.map(Mode::as_str),
+        hub_id: cfg.hub_id.as_ref().map(|h| h.as_str().to_owned()),
+        note: i.managed.note.clone(),
+        ..Status::default()
+    };
+    s.tunnel.state = t.state;
+    s.tunnel.pid = t.pid;
+    s.tunnel.restarts = t.restarts;
+    s.tunnel.ready_connections = t.ready_connections;
+    s.tunnel.since = t.since;
+    s.checks.tunnel = t.check.clone();
+    s.last_health_check = t.check.as_ref().map(|c| c.at);
+    s.backup.state = BackupState::Disabled;
+    if let Some(e) = &i.managed.enrollment {
+        s.hostname = Some(e.hostname.clone());
+        s.tunnel_id = Some(e.tunnel_id.clone());
+        s.r2_bucket = Some(e.r2_bucket.clone());
+    }
+    s.errors.extend(i.config_errors.iter().cloned());
+    s.errors.extend(i.managed.errors.iter().cloned());
+    if let Some(p) = &t.problem {
+        s.errors.push(StatusError::new(
+            Component::Tunnel,
+            p.code,
+            p.message.clone(),
+            p.hint,
+        ));
+    }
+
+    s.state = if !cfg.enabled {
+        State::Disabled
+    } else {
+        match cfg.mode {
+            Some(Mode::Managed) => managed_state(i, &s),
+            _ => {
+                let mode = cfg.mode.map_or("this", Mode::as_str);
+                s.errors.push(StatusError::new(
+                    Component::Enroll,
+                    "mode_not_available",
+                    format!("{mode} mode is not available in this build of hubkeeper"),
+                    "this build manages tunnels in managed mode only: use mode = \"managed\", or set enabled = false",
+                ));
+                State::Error
+            }
+        }
+    };
+    s
+}
+
+fn managed_state(i: &Inputs<'_>, s: &Status) -> State {
+    let t = i.tunnel;
+    let blocking = |c: Component| s.errors.iter().any(|e| e.component == c);
+    if i.managed.enrollment.is_none() {
+        // No enrollment: nothing can be served until enroll works.
+        return if blocking(Component::Enroll) {
+            State::Error
+        } else {
+            State::Starting
+        };
+    }
+    let crash_loop = t
+        .problem
+        .as_ref()
+        .is_some_and(|p| p.code == "tunnel_crash_loop");
+    match t.state {
+        TunnelState::Fatal => State::Error,
+        _ if crash_loop => State::Error,
+        TunnelState::Running if t.check.as_ref().is_some_and(|c| c.ok) => State::Ready,
+        // A first start that has not been ready yet: the first checks are not done.
+        TunnelState::Starting | TunnelState::Stopped if t.restarts == 0 && !t.been_ready => {
+            State::Starting
+        }
+        _ => State::Degraded,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::managed::EnrollmentInfo;
+    use crate::status::Check;
+    use crate::supervisor::Problem;
+    use std::time::SystemTime;
+
+    fn managed_config(enabled: bool) -> Config {
+        let text = format!(
+            "enabled = {enabled}\nmode = \"managed\"\nhub_id = \"h\"\n[managed]\nurl = \"http://127.0.0.1:1\"\naccount_id = \"a\"\nlicense_id = \"l\"\n"
+        );
+        toml::from_str(&text).unwrap()
+    }
+
+    fn enrolled() -> ManagedView {
+        ManagedView {
+            enrollment: Some(EnrollmentInfo {
+                hostname: "acme-1.example.com".into(),
+                tunnel_id: "t".into(),
+                r2_bucket: "b".into(),
+            }),
+            ..ManagedView::default()
+        }
+    }
+
+    fn state(cfg: &Config, m: &ManagedView, t: &TunnelView) -> Status {
+        compose(&Inputs {
+            config: cfg,
+            config_errors: &[],
+            managed: m,
+            tunnel: t,
+        })
+    }
+
+    fn ok_check() -> Option<Check> {
+        Some(Check {
+            ok: true,
+            at: SystemTime::now(),
+            detail: "ready".into(),
+        })
+    }
+
+    #[test]
+    fn disabled_keeps_the_note() {
+        let m = ManagedView {
+            note: Some("disabled x; bucket kept for 30 days".into()),
+            ..ManagedView::default()
+        };
+        let s = state(&managed_config(false), &m, &TunnelView::default());
+        assert_eq!(s.state, State::Disabled);
+        assert_eq!(
+            s.note.as_deref(),
+            Some("disabled x; bucket kept for 30 days")
+        );
+    }
+
+    #[test]
+    fn enrolling_is_starting_and_failing_enroll_is_error() {
+        let cfg = managed_config(true);
+        let m = ManagedView {
+            enrolling: true,
+            ..ManagedView::default()
+        };
+        assert_eq!(
+            state(&cfg, &m, &TunnelView::default()).state,
+            State::Starting
+        );
+        let m = ManagedView {
+            errors: vec![StatusError::new(
+                Component::Enroll,
+                "control_unauthorized",
+                "x",
+                "y",
+            )],
+            ..ManagedView::default()
+        };
+        assert_eq!(state(&cfg, &m, &TunnelView::default()).state, State::Error);
+    }
+
+    #[test]
+    fn tunnel_states_map_to_overall_states() {
+        let cfg = managed_config(true);
+        let m = enrolled();
+        let mut t = TunnelView {
+            state: TunnelState::Starting,
+            ..TunnelView::default()
+        };
+        assert_eq!(state(&cfg, &m, &t).state, State::Starting);
+        t.state = TunnelState::Running;
+        t.check = ok_check();
+        t.been_ready = true;
+        t.ready_connections = Some(4);
+        let s = state(&cfg, &m, &t);
+        assert_eq!(s.state, State::Ready);
+        assert_eq!(s.hostname.as_deref(), Some("acme-1.example.com"));
+        assert_eq!(s.tunnel.ready_connections, Some(4));
+        t.state = TunnelState::Backoff;
+        t.restarts = 1;
+        assert_eq!(state(&cfg, &m, &t).state, State::Degraded);
+        t.problem = Some(Problem {
+            code: "tunnel_crash_loop",
+            message: "m".into(),
+            hint: "h",
+        });
+        assert_eq!(state(&cfg, &m, &t).state, State::Error);
+        t.problem = None;
+        t.state = TunnelState::Fatal;
+        assert_eq!(state(&cfg, &m, &t).state, State::Error);
+    }
+}

@@ -1,0 +1,248 @@
+//! The enrollment on disk (spec §4): `enrollment.json` with the pinned keys and
+//! `tunnel-token` holding the token alone. Also hubkeeper's own small state
+//! (`state.json`): the last disable note and a disable that is still pending.
+//!
+//! Write order makes the pair safe: `tunnel-token` first, `enrollment.json` last, so an
+//! `enrollment.json` on disk always has its token beside it. Enroll is idempotent, so
+//! a crash between the two is healed by enrolling again.
+
+use crate::control::api::{EnrollResponse, RotateKeysResponse};
+use crate::secrets::{Secret, SecretsStore, StoreError, exposed};
+use serde::{Deserialize, Serialize};
+use std::time::SystemTime;
+
+pub const ENROLLMENT: &str = "enrollment.json";
+pub const TUNNEL_TOKEN: &str = "tunnel-token";
+pub const RUSTIC_PROFILE: &str = "rustic/profile.toml";
+pub const STATE: &str = "state.json";
+
+/// `enrollment.json` (pinned keys).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Enrollment {
+    pub tunnel_id: String,
+    pub hostname: String,
+    pub r2_endpoint: String,
+    pub r2_bucket: String,
+    pub r2_access_key_id: String,
+    #[serde(with = "exposed")]
+    pub r2_secret_access_key: Secret,
+    pub enrolled_at: String,
+}
+
+/// An enrollment with its tunnel token.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stored {
+    pub enrollment: Enrollment,
+    pub tunnel_token: Secret,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EnrollmentError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{} is damaged ({reason}); hubkeeper will enroll again", file)]
+    Damaged { file: &'static str, reason: String },
+}
+
+/// Reads the enrollment, if there is a complete one.
+pub fn load(store: &SecretsStore) -> Result<Option<Stored>, EnrollmentError> {
+    let Some(json) = store.read(ENROLLMENT)? else {
+        return Ok(None);
+    };
+    let enrollment: Enrollment =
+        serde_json::from_slice(&json).map_err(|e| EnrollmentError::Damaged {
+            file: ENROLLMENT,
+            // Category and position only: the file holds a secret key.
+            reason: format!("not valid at line {} column {}", e.line(), e.column()),
+        })?;
+    let Some(token) = store.read(TUNNEL_TOKEN)? else {
+        return Err(EnrollmentError::Damaged {
+            file: TUNNEL_TOKEN,
+            reason: "missing".into(),
+        });
+    };
+    let token = String::from_utf8(token).map_err(|_| EnrollmentError::Damaged {
+        file: TUNNEL_TOKEN,
+        reason: "not text".into(),
+    })?;
+    Ok(Some(Stored {
+        enrollment,
+        tunnel_token: Secret::from_file_contents(token),
+    }))
+}
+
+/// Stores what enroll returned.
+pub fn save(
+    store: &SecretsStore,
+    r: &EnrollResponse,
+    now: SystemTime,
+) -> Result<Stored, StoreError> {
+    let stored = Stored {
+        enrollment: Enrollment {
+            tunnel_id: r.tunnel_id.clone(),
+            hostname: r.hostname.clone(),
+            r2_endpoint: r.r2_endpoint.clone(),
+            r2_bucket: r.r2_bucket.clone(),
+            r2_access_key_id: r.r2_access_key_id.clone(),
+            r2_secret_access_key: r.r2_secret_access_key.clone(),
+            enrolled_at: crate::status::rfc3339(now),
+        },
+        tunnel_token: r.tunnel_token.clone(),
+    };
+    store.write_if_changed(TUNNEL_TOKEN, stored.tunnel_token.expose().as_bytes())?;
+    write_enrollment(store, &stored.enrollment)?;
+    Ok(stored)
+}
+
+/// Replaces the R2 keys after a rotation (one atomic rewrite).
+pub fn update_keys(
+    store: &SecretsStore,
+    stored: &Stored,
+    keys: &RotateKeysResponse,
+) -> Result<Stored, StoreError> {
+    let mut next = stored.clone();
+    next.enrollment.r2_access_key_id = keys.r2_access_key_id.clone();
+    next.enrollment.r2_secret_access_key = keys.r2_secret_access_key.clone();
+    write_enrollment(store, &next.enrollment)?;
+    Ok(next)
+}
+
+fn write_enrollment(store: &SecretsStore, e: &Enrollment) -> Result<(), StoreError> {
+    let mut json = serde_json::to_vec_pretty(e).expect("enrollment serializes");
+    json.push(b'\n');
+    store.write_if_changed(ENROLLMENT, &json).map(|_| ())
+}
+
+/// Deletes what came from Cloudflare. `rustic/password` stays: without it the
+/// retained backups cannot be restored.
+pub fn remove_cloudflare_secrets(store: &SecretsStore) -> Result<(), StoreError> {
+    // enrollment.json first: without it, nothing counts as enrolled any more.
+    store.remove(ENROLLMENT)?;
+    store.remove(TUNNEL_TOKEN)?;
+    store.remove(RUSTIC_PROFILE)
+}
+
+/// A disable that the control service has not confirmed yet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingDisable {
+    pub hub_id: String,
+    pub delete_bucket: bool,
+    pub retention_days: u32,
+    pub since: String,
+}
+
+/// `state.json`: what must survive a restart besides the secrets.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    pub note: Option<String>,
+    pub disable_pending: Option<PendingDisable>,
+}
+
+pub fn load_state(store: &SecretsStore) -> State {
+    match store.read(STATE) {
+        Ok(Some(b)) => serde_json::from_slice(&b).unwrap_or_else(|e| {
+            tracing::warn!("{STATE} is damaged ({e}); starting from an empty state");
+            State::default()
+        }),
+        Ok(None) => State::default(),
+        Err(e) => {
+            tracing::warn!("{e}; starting from an empty state");
+            State::default()
+        }
+    }
+}
+
+pub fn save_state(store: &SecretsStore, state: &State) -> Result<(), StoreError> {
+    let mut json = serde_json::to_vec_pretty(state).expect("state serializes");
+    json.push(b'\n');
+    store.write_if_changed(STATE, &json).map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn response() -> EnrollResponse {
+        EnrollResponse {
+            tunnel_id: "t-1".into(),
+            tunnel_token: Secret::new("TOKEN"),
+            hostname: "acme-1.example.com".into(),
+            r2_endpoint: "http://127.0.0.1:9000".into(),
+            r2_bucket: "b".into(),
+            r2_access_key_id: "AK".into(),
+            r2_secret_access_key: Secret::new("SK"),
+        }
+    }
+
+    #[test]
+    fn save_load_rotate_remove() {
+        let t = tempfile::tempdir().unwrap();
+        let store = SecretsStore::open(&t.path().join("s")).unwrap();
+        assert!(load(&store).unwrap().is_none());
+        let saved = save(&store, &response(), SystemTime::UNIX_EPOCH).unwrap();
+        let json: serde_json::Value =
+            serde_json::from_slice(&store.read(ENROLLMENT).unwrap().unwrap()).unwrap();
+        let mut keys: Vec<_> = json.as_object().unwrap().keys().cloned().collect();
+        keys.sort();
+        assert_eq!(
+            keys,
+            [
+                "enrolled_at",
+                "hostname",
+                "r2_access_key_id",
+                "r2_bucket",
+                "r2_endpoint",
+                "r2_secret_access_key",
+                "tunnel_id"
+            ]
+        );
+        assert_eq!(json["enrolled_at"], "1970-01-01T00:00:00Z");
+        assert_eq!(store.read(TUNNEL_TOKEN).unwrap().unwrap(), b"TOKEN");
+        assert_eq!(load(&store).unwrap().unwrap(), saved);
+
+        let rotated = update_keys(
+            &store,
+            &saved,
+            &RotateKeysResponse {
+                r2_access_key_id: "AK2".into(),
+                r2_secret_access_key: Secret::new("SK2"),
+            },
+        )
+        .unwrap();
+        assert_eq!(load(&store).unwrap().unwrap(), rotated);
+        assert_eq!(rotated.enrollment.r2_access_key_id, "AK2");
+
+        store.write("rustic/password", b"pw").unwrap();
+        remove_cloudflare_secrets(&store).unwrap();
+        assert!(load(&store).unwrap().is_none());
+        assert!(store.read(TUNNEL_TOKEN).unwrap().is_none());
+        assert_eq!(store.read("rustic/password").unwrap().unwrap(), b"pw");
+    }
+
+    #[test]
+    fn enrollment_without_token_is_damaged() {
+        let t = tempfile::tempdir().unwrap();
+        let store = SecretsStore::open(&t.path().join("s")).unwrap();
+        save(&store, &response(), SystemTime::now()).unwrap();
+        store.remove(TUNNEL_TOKEN).unwrap();
+        assert!(matches!(load(&store), Err(EnrollmentError::Damaged { .. })));
+    }
+
+    #[test]
+    fn state_round_trips() {
+        let t = tempfile::tempdir().unwrap();
+        let store = SecretsStore::open(&t.path().join("s")).unwrap();
+        assert_eq!(load_state(&store), State::default());
+        let s = State {
+            note: Some("disabled x".into()),
+            disable_pending: Some(PendingDisable {
+                hub_id: "h".into(),
+                delete_bucket: false,
+                retention_days: 30,
+                since: "now".into(),
+            }),
+        };
+        save_state(&store, &s).unwrap();
+        assert_eq!(load_state(&store), s);
+    }
+}
