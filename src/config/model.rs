@@ -169,6 +169,13 @@ pub struct Managed {
     pub account_id: NonEmpty,
     pub license_id: NonEmpty,
     pub requested_subdomain: Option<String>,
+    /// How long one request to the control service may take (connect included).
+    #[serde(default = "default_control_timeout")]
+    pub request_timeout: HumanDuration,
+}
+
+fn default_control_timeout() -> HumanDuration {
+    HumanDuration::secs(30)
 }
 
 /// `[self_managed]`: the admin's own Cloudflare account.

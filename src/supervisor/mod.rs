@@ -275,14 +275,16 @@ impl Actor {
                         });
                         spec.backoff_max.max(Duration::from_secs(1))
                     } else {
-                        tracing::warn!("cloudflared {how}; restarting");
-                        self.backoff.next_delay()
+                        let delay = self.backoff.next_delay();
+                        tracing::warn!(delay_ms = delay.as_millis() as u64, "cloudflared {how}; restarting in {}", humantime::format_duration(delay));
+                        delay
                     }
                 }
                 End::Wedged { why, ready_for } => {
                     self.after_death(ready_for);
-                    tracing::warn!("cloudflared is wedged ({why}); restarted");
-                    self.backoff.next_delay()
+                    let delay = self.backoff.next_delay();
+                    tracing::warn!(delay_ms = delay.as_millis() as u64, "cloudflared is wedged ({why}); stopped it, restarting in {}", humantime::format_duration(delay));
+                    delay
                 }
             };
 
