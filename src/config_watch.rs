@@ -56,10 +56,9 @@ fn config_names(config: &Path) -> Vec<OsString> {
     if let Some(n) = std::fs::canonicalize(config)
         .ok()
         .and_then(|t| t.file_name().map(|n| n.to_owned()))
+        && !names.contains(&n)
     {
-        if !names.contains(&n) {
-            names.push(n);
-        }
+        names.push(n);
     }
     names
 }

@@ -3,7 +3,7 @@
 use clap::{Parser, Subcommand};
 use hubkeeper::client::{self, ClientError};
 use hubkeeper::exit::{self, ExitError};
-use hubkeeper::{config, daemon, logging};
+use hubkeeper::{config, control_service, daemon, logging};
 use hyper::{Method, StatusCode};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -35,6 +35,13 @@ struct SocketArgs {
     config: ConfigArg,
 }
 
+#[derive(clap::Args, Debug)]
+struct ControlConfigArg {
+    /// The control service's config file.
+    #[arg(long, env = "HUBKEEPER_CONTROL_CONFIG", default_value = control_service::DEFAULT_CONFIG_PATH)]
+    config: PathBuf,
+}
+
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// Run the daemon.
@@ -53,6 +60,8 @@ enum Cmd {
     RotateKeys(SocketArgs),
     /// Ask the daemon to start a backup now.
     Backup(SocketArgs),
+    /// Run the Managed-CF control service.
+    ControlService(ControlConfigArg),
 }
 
 fn main() -> ExitCode {
@@ -74,6 +83,7 @@ fn main() -> ExitCode {
         Cmd::Status { target, json } => status(&target, json),
         Cmd::RotateKeys(t) => rotate_keys(&t),
         Cmd::Backup(t) => backup(&t),
+        Cmd::ControlService(c) => control_service::run_command(&c.config),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -29,7 +29,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 /// Retry delays for enroll and disable: quick at first, then at most every 5 minutes.
-const RETRY_INITIAL: Duration = Duration::from_secs(1);
+/// These loops make single attempts, so that every failure shows in the status at once.
+const RETRY_INITIAL: Duration = Duration::from_millis(500);
 const RETRY_MAX: Duration = Duration::from_secs(300);
 
 /// What the rest of the daemon needs to know of the enrollment.
@@ -115,7 +116,9 @@ impl Managed {
         if let Err(mpsc::error::TrySendError::Full(r) | mpsc::error::TrySendError::Closed(r)) =
             self.rotate.try_send(reply)
         {
-            let _ = r.send(Err(RotateError::Control(ControlError::RateLimited)));
+            let _ = r.send(Err(RotateError::Control(ControlError::RateLimited {
+                retry_after: None,
+            })));
         }
     }
 }
@@ -215,12 +218,14 @@ impl Engine {
             license_id: m.license_id.as_str().to_owned(),
             requested_subdomain: m.requested_subdomain.clone(),
         };
+        let client = client.clone().with_retry(RetryPolicy::once());
         let mut backoff = Backoff::new(RETRY_INITIAL, RETRY_MAX);
         self.publish(|v| {
             v.enrollment = None;
             v.enrolling = v.errors.is_empty();
         });
         loop {
+            let mut failure = None;
             tracing::info!(url = %m.url.0, hub_id = %req.hub_id, "enrolling with the control service");
             let attempt = tokio::select! {
                 r = client.enroll(&req) => r,
@@ -250,9 +255,10 @@ impl Engine {
                         format!("enroll failed: {e}"),
                         e.hint(),
                     ));
+                    failure = Some(e);
                 }
             }
-            let delay = jitter(backoff.next_delay());
+            let delay = retry_delay(&mut backoff, failure.as_ref());
             tokio::select! {
                 () = tokio::time::sleep(delay) => {}
                 next = self.interrupted() => return Err(next),
@@ -285,10 +291,11 @@ impl Engine {
         let enrolled = matches!(enrollment::load(&self.store), Ok(Some(_)));
         let managed_off =
             !cfg.enabled && (cfg.mode == Some(Mode::Managed) || cfg.managed.is_some());
-        if managed_off && (enrolled || self.state.disable_pending.is_some()) {
-            if let Next::Shutdown = self.disable(loaded).await {
-                return Next::Shutdown;
-            }
+        if managed_off
+            && (enrolled || self.state.disable_pending.is_some())
+            && let Next::Shutdown = self.disable(loaded).await
+        {
+            return Next::Shutdown;
         }
         self.publish(|v| {
             v.enrollment = None;
@@ -331,6 +338,7 @@ impl Engine {
             delete_bucket: pending.delete_bucket,
             retention_days: pending.retention_days,
         };
+        let client = client.with_retry(RetryPolicy::once());
         let mut backoff = Backoff::new(RETRY_INITIAL, RETRY_MAX);
         loop {
             self.publish(|v| {
@@ -343,7 +351,7 @@ impl Engine {
                 r = client.disable(&req) => r,
                 next = self.interrupted() => return next,
             };
-            match attempt {
+            let failure = match attempt {
                 Ok(_) => break,
                 Err(e) => {
                     tracing::warn!("disable not confirmed yet: {e}");
@@ -355,9 +363,10 @@ impl Engine {
                         "the tunnel is stopped; hubkeeper retries with backoff (also after a restart) and then deletes the Cloudflare secrets",
                     ));
                     self.publish(|v| v.note = Some(note));
+                    e
                 }
-            }
-            let delay = jitter(backoff.next_delay());
+            };
+            let delay = retry_delay(&mut backoff, Some(&failure));
             tokio::select! {
                 () = tokio::time::sleep(delay) => {}
                 next = self.interrupted() => return next,
@@ -430,6 +439,14 @@ impl Engine {
     }
 }
 
+/// How long to wait after a failed attempt: what the service asked for, if it did
+/// (`Retry-After`), else the next jittered backoff step.
+fn retry_delay(backoff: &mut Backoff, failure: Option<&ControlError>) -> Duration {
+    failure
+        .and_then(ControlError::retry_after)
+        .unwrap_or_else(|| jitter(backoff.next_delay()))
+}
+
 /// Whether the config asks for managed mode to run.
 fn serves(cfg: &Config) -> bool {
     cfg.enabled && cfg.mode == Some(Mode::Managed) && cfg.managed.is_some()
@@ -438,11 +455,8 @@ fn serves(cfg: &Config) -> bool {
 fn client_for(loaded: &LoadedConfig) -> Option<ControlClient> {
     let m = loaded.config.managed.as_ref()?;
     let token = loaded.secrets.control_token.as_ref()?;
-    Some(ControlClient::new(
-        m.url.0.clone(),
-        token,
-        RetryPolicy::default(),
-    ))
+    let client = ControlClient::new(m.url.0.clone(), token, RetryPolicy::default());
+    Some(client.with_timeout(m.request_timeout.get()))
 }
 
 fn info(s: &Stored) -> EnrollmentInfo {

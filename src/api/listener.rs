@@ -46,10 +46,11 @@ pub struct SocketGuard {
 
 impl Drop for SocketGuard {
     fn drop(&mut self) {
-        if let Ok(m) = fs::symlink_metadata(&self.path) {
-            if m.ino() == self.ino && m.dev() == self.dev {
-                let _ = fs::remove_file(&self.path);
-            }
+        if let Ok(m) = fs::symlink_metadata(&self.path)
+            && m.ino() == self.ino
+            && m.dev() == self.dev
+        {
+            let _ = fs::remove_file(&self.path);
         }
     }
 }

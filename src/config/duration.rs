@@ -76,7 +76,7 @@ impl fmt::Display for HumanDuration {
 /// Formats a duration the way cloudflared's flags expect it (`30s`, `1m30s`).
 pub fn to_go_duration(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms % 1000 != 0 {
+    if !ms.is_multiple_of(1000) {
         return format!("{ms}ms");
     }
     format!("{}s", d.as_secs())

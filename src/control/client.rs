@@ -23,6 +23,16 @@ pub struct RetryPolicy {
     pub max: Duration,
 }
 
+impl RetryPolicy {
+    /// One attempt: for callers that run their own retry loop and report each failure.
+    pub fn once() -> Self {
+        Self {
+            attempts: 1,
+            ..Self::default()
+        }
+    }
+}
+
 impl Default for RetryPolicy {
     fn default() -> Self {
         Self {
@@ -44,9 +54,14 @@ pub enum ControlError {
         message: String,
     },
     #[error("the control service failed ({status}): {message}")]
-    ServerError { status: u16, message: String },
+    ServerError {
+        status: u16,
+        message: String,
+        /// Seconds from its `Retry-After`, if it sent one.
+        retry_after: Option<u64>,
+    },
     #[error("the control service is rate-limiting requests (429)")]
-    RateLimited,
+    RateLimited { retry_after: Option<u64> },
     #[error("cannot reach the control service at {url}: {reason}")]
     Unreachable { url: String, reason: String },
     #[error("the control service did not answer within {0}s")]
@@ -64,7 +79,7 @@ impl ControlError {
             ControlError::Unauthorized => "control_unauthorized",
             ControlError::Refused { .. } => "control_refused",
             ControlError::ServerError { .. } => "control_server_error",
-            ControlError::RateLimited => "control_rate_limited",
+            ControlError::RateLimited { .. } => "control_rate_limited",
             ControlError::Unreachable { .. } => "control_unreachable",
             ControlError::Timeout(_) => "control_timeout",
             ControlError::BadAnswer(_) | ControlError::MissingField(_) => "control_bad_answer",
@@ -80,7 +95,7 @@ impl ControlError {
             ControlError::Refused { .. } => {
                 "the control service refused this hub: check managed.account_id, managed.license_id and hub_id, or contact its operator"
             }
-            ControlError::ServerError { .. } | ControlError::RateLimited => {
+            ControlError::ServerError { .. } | ControlError::RateLimited { .. } => {
                 "the control service has a problem; hubkeeper keeps retrying with backoff"
             }
             ControlError::Unreachable { .. } | ControlError::Timeout(_) => {
@@ -92,12 +107,21 @@ impl ControlError {
         }
     }
 
+    /// How long the service asked us to wait before trying again.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ControlError::ServerError { retry_after, .. }
+            | ControlError::RateLimited { retry_after } => retry_after.map(Duration::from_secs),
+            _ => None,
+        }
+    }
+
     /// Whether trying again later can help.
     pub fn retryable(&self) -> bool {
         matches!(
             self,
             ControlError::ServerError { .. }
-                | ControlError::RateLimited
+                | ControlError::RateLimited { .. }
                 | ControlError::Unreachable { .. }
                 | ControlError::Timeout(_)
         )
@@ -145,7 +169,12 @@ impl ControlClient {
         }
     }
 
-    /// Overrides the per-request total timeout (tests use short ones).
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// Overrides the per-request total timeout.
     pub fn with_timeout(mut self, t: Duration) -> Self {
         self.timeout = t;
         self
@@ -188,8 +217,9 @@ impl ControlClient {
         loop {
             match self.once(method.clone(), path, body).await {
                 Ok(v) => return Ok(v),
-                Err((e, retry_after)) if e.retryable() && attempt < self.retry.attempts => {
-                    let wait = retry_after
+                Err(e) if e.retryable() && attempt < self.retry.attempts => {
+                    let wait = e
+                        .retry_after()
                         .map(|d| d.min(self.retry.max))
                         .unwrap_or_else(|| jitter(backoff.next_delay()));
                     tracing::debug!(
@@ -200,18 +230,18 @@ impl ControlClient {
                     tokio::time::sleep(wait).await;
                     attempt += 1;
                 }
-                Err((e, _)) => return Err(e),
+                Err(e) => return Err(e),
             }
         }
     }
 
-    /// One request. On failure, also the server's `Retry-After`, if it sent one.
+    /// One request.
     async fn once<B: Serialize, T: DeserializeOwned + Validate>(
         &self,
         method: Method,
         path: &str,
         body: Option<&B>,
-    ) -> Result<T, (ControlError, Option<Duration>)> {
+    ) -> Result<T, ControlError> {
         let url = self.url(path);
         let mut req = self
             .http
@@ -221,34 +251,29 @@ impl ControlClient {
         if let Some(b) = body {
             req = req.json(b);
         }
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| (self.transport_error(&e), None))?;
+        let resp = req.send().await.map_err(|e| self.transport_error(&e))?;
         let status = resp.status();
         let retry_after = resp
             .headers()
             .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(parse_retry_after);
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| (self.transport_error(&e), None))?;
+        let bytes = resp.bytes().await.map_err(|e| self.transport_error(&e))?;
         if status.is_success() {
             let value: T = serde_json::from_slice(&bytes)
-                .map_err(|e| (ControlError::BadAnswer(shape_only(&e)), None))?;
+                .map_err(|e| ControlError::BadAnswer(shape_only(&e)))?;
             value
                 .validate()
-                .map_err(|m| (ControlError::MissingField(m.0), None))?;
+                .map_err(|m| ControlError::MissingField(m.0))?;
             return Ok(value);
         }
         let err = match status {
             StatusCode::UNAUTHORIZED => ControlError::Unauthorized,
-            StatusCode::TOO_MANY_REQUESTS => ControlError::RateLimited,
+            StatusCode::TOO_MANY_REQUESTS => ControlError::RateLimited { retry_after },
             s if s.is_server_error() => ControlError::ServerError {
                 status: s.as_u16(),
                 message: service_message(&bytes).map_or_else(|| s.to_string(), |(_, m)| m),
+                retry_after,
             },
             s => {
                 let (code, message) =
@@ -260,7 +285,7 @@ impl ControlClient {
                 }
             }
         };
-        Err((err, retry_after))
+        Err(err)
     }
 
     fn url(&self, path: &str) -> String {
@@ -309,8 +334,8 @@ fn shape_only(e: &serde_json::Error) -> String {
 }
 
 /// `Retry-After` in seconds (HTTP dates are rare from APIs; they are ignored).
-fn parse_retry_after(v: &str) -> Option<Duration> {
-    v.trim().parse::<u64>().ok().map(Duration::from_secs)
+fn parse_retry_after(v: &str) -> Option<u64> {
+    v.trim().parse::<u64>().ok()
 }
 
 fn urlencode(s: &str) -> String {
@@ -323,7 +348,7 @@ mod tests {
 
     #[test]
     fn retry_after_seconds() {
-        assert_eq!(parse_retry_after("3"), Some(Duration::from_secs(3)));
+        assert_eq!(parse_retry_after("3"), Some(3));
         assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
     }
 
@@ -350,7 +375,7 @@ mod tests {
                 .contains("managed.token_file")
         );
         assert!(!ControlError::Unauthorized.retryable());
-        assert!(ControlError::RateLimited.retryable());
+        assert!(ControlError::RateLimited { retry_after: None }.retryable());
         assert!(ControlError::Timeout(5).retryable());
         assert!(!ControlError::MissingField("hostname").retryable());
         assert_eq!(

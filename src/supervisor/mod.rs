@@ -264,9 +264,11 @@ impl Actor {
                     self.after_death(ready_for);
                     if code == Some(USAGE_ERROR) {
                         let problem = Problem {
-                            code: "cloudflared_usage",
-                            message: format!("cloudflared refused its arguments ({how})"),
-                            hint: "check that tunnel.cloudflared is cloudflared 2025.4.0 or newer (--token-file); its log lines are in hubkeeper's journal",
+                            code: "cloudflared_refused",
+                            message: format!(
+                                "cloudflared refused to start ({how}): its tunnel token or arguments are invalid"
+                            ),
+                            hint: "cloudflared's own message is in hubkeeper's journal: a rejected token needs a new enrollment (rotate or re-enable), a rejected flag needs cloudflared 2025.4.0 or newer (--token-file)",
                         };
                         tracing::error!("{}", problem.message);
                         self.publish(|v| {
@@ -276,14 +278,22 @@ impl Actor {
                         spec.backoff_max.max(Duration::from_secs(1))
                     } else {
                         let delay = self.backoff.next_delay();
-                        tracing::warn!(delay_ms = delay.as_millis() as u64, "cloudflared {how}; restarting in {}", humantime::format_duration(delay));
+                        tracing::warn!(
+                            delay_ms = delay.as_millis() as u64,
+                            "cloudflared {how}; restarting in {}",
+                            humantime::format_duration(delay)
+                        );
                         delay
                     }
                 }
                 End::Wedged { why, ready_for } => {
                     self.after_death(ready_for);
                     let delay = self.backoff.next_delay();
-                    tracing::warn!(delay_ms = delay.as_millis() as u64, "cloudflared is wedged ({why}); stopped it, restarting in {}", humantime::format_duration(delay));
+                    tracing::warn!(
+                        delay_ms = delay.as_millis() as u64,
+                        "cloudflared is wedged ({why}); stopped it, restarting in {}",
+                        humantime::format_duration(delay)
+                    );
                     delay
                 }
             };

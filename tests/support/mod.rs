@@ -3,6 +3,9 @@
 //! conditions with deadlines instead of sleeping.
 #![allow(dead_code)]
 
+pub mod s3;
+pub mod stack;
+
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use std::io::{Read, Write};

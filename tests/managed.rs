@@ -1,0 +1,577 @@
+//! Managed mode end to end with real processes: the daemon, the real control service
+//! (local provisioner on an rclone S3 store), and the cloudflared stand-in. Enable,
+//! supervision (crash, 503, hang, missing binary), signals, disable (also while the
+//! control service is down), startup without the control service, enroll failures,
+//! rotation, and no secret anywhere it must not be.
+
+mod support;
+use nix::sys::signal::Signal;
+use std::os::unix::fs::MetadataExt;
+use std::time::Duration;
+use support::s3::free_port;
+use support::stack::*;
+use support::*;
+
+fn ready(s: &serde_json::Value) -> bool {
+    s["state"] == "ready"
+}
+
+fn start_enabled(cs: &ControlService, behavior: &str) -> (Daemon, Standin) {
+    let (d, st) = start_managed(&managed_config(&cs.url, free_port(), ""), behavior);
+    d.wait_status("ready", ready);
+    (d, st)
+}
+
+#[test]
+fn enable_runs_the_tunnel_and_reports_ready() {
+    let cs = ControlService::start();
+    let (d, st) = start_enabled(&cs, "");
+    let s = d.status();
+    assert_eq!(s["enabled"], true);
+    assert_eq!(s["mode"], "managed");
+    assert!(
+        s["hostname"].as_str().unwrap().starts_with("acme-")
+            && s["hostname"].as_str().unwrap().ends_with(".hub.test"),
+        "{s}"
+    );
+    assert!(!s["tunnel_id"].as_str().unwrap().is_empty());
+    assert!(!s["r2_bucket"].as_str().unwrap().is_empty());
+    assert_eq!(s["tunnel"]["state"], "running");
+    assert_eq!(s["tunnel"]["ready_connections"], 4);
+    assert_eq!(s["tunnel"]["restarts"], 0);
+    assert!(s["tunnel"]["since"].is_string());
+    assert_eq!(s["checks"]["tunnel"]["ok"], true);
+    assert_eq!(s["errors"], serde_json::json!([]));
+    assert_eq!(get(&d.socket, "/v1/health").status, 200);
+
+    // The pinned argv, token only in the token file, no systemd variables, own group.
+    let starts = st.of("start");
+    assert_eq!(starts.len(), 1);
+    let start = &starts[0];
+    let pid: u32 = start.get("pid").unwrap().parse().unwrap();
+    assert_eq!(s["tunnel"]["pid"], pid);
+    assert_eq!(start.get("pgid"), start.get("pid"), "own process group");
+    let token_file = secrets(&d).join("tunnel-token");
+    let argv: Vec<&str> = start.get("argv").unwrap().split(' ').collect();
+    let metrics = argv
+        .iter()
+        .position(|a| *a == "--metrics")
+        .map(|i| argv[i + 1])
+        .unwrap();
+    assert!(metrics.starts_with("127.0.0.1:"), "{argv:?}");
+    let expected = format!(
+        "tunnel --no-autoupdate --metrics {metrics} --grace-period 3s run --token-file {}",
+        token_file.display()
+    );
+    assert!(argv.join(" ").ends_with(&expected), "{argv:?}");
+    assert_eq!(start.get("notify_socket"), Some("absent"));
+    assert_eq!(start.get("watchdog"), Some("absent"));
+
+    // Files: 0600, enrollment.json with the pinned keys, the token alone.
+    let enrollment: serde_json::Value =
+        serde_json::from_str(&read(&secrets(&d).join("enrollment.json"))).unwrap();
+    for k in [
+        "tunnel_id",
+        "hostname",
+        "r2_endpoint",
+        "r2_bucket",
+        "r2_access_key_id",
+        "r2_secret_access_key",
+        "enrolled_at",
+    ] {
+        assert!(enrollment[k].is_string(), "enrollment.json lacks {k}");
+    }
+    assert_eq!(enrollment["hostname"], s["hostname"]);
+    for f in ["enrollment.json", "tunnel-token"] {
+        assert_eq!(
+            std::fs::metadata(secrets(&d).join(f)).unwrap().mode() & 0o777,
+            0o600,
+            "{f}"
+        );
+    }
+    assert!(!read(&token_file).contains('\n'));
+}
+
+#[test]
+fn a_crashing_cloudflared_is_restarted_with_growing_then_capped_delays() {
+    let cs = ControlService::start();
+    let (d, st) = start_managed(
+        &managed_config(&cs.url, free_port(), ""),
+        "exit_after = 150ms\nexit_code = 1\n",
+    );
+    wait_for(Duration::from_secs(30), "six starts", || {
+        st.of("start").len() >= 6
+    });
+    // The delays the supervisor chose, from its log: 200ms doubling, capped at 800ms.
+    let log = d.log();
+    let delays: Vec<u64> = log
+        .lines()
+        .filter(|l| l.contains("restarting in"))
+        .filter_map(|l| {
+            l.split("delay_ms=")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect();
+    assert!(delays.len() >= 5, "{log}");
+    assert_eq!(&delays[..5], &[200, 400, 800, 800, 800], "{log}");
+    // And it really waited that long between an exit and the next start.
+    let exits = st.of("exit");
+    let starts = st.of("start");
+    for i in 0..4 {
+        let gap = starts[i + 1].t_ms() - exits[i].t_ms();
+        assert!(
+            gap + 5 >= delays[i],
+            "restart {i} came after {gap}ms, before its {}ms delay",
+            delays[i]
+        );
+    }
+    let s = d.status();
+    assert!(s["tunnel"]["restarts"].as_u64().unwrap() >= 5);
+    // A crash loop before ever connecting is an error an admin must see.
+    assert_eq!(s["state"], "error", "{s:#}");
+    assert!(
+        s["errors"].to_string().contains("tunnel_crash_loop"),
+        "{s:#}"
+    );
+}
+
+fn wedge_test(behavior_after_ready: &str) {
+    let cs = ControlService::start();
+    let (d, st) = start_enabled(&cs, "");
+    st.behave(behavior_after_ready);
+    // Two failed probes (restart_after_failed_probes = 2) → stopped and started again.
+    wait_for(
+        Duration::from_secs(30),
+        "a restart of the wedged cloudflared",
+        || st.of("start").len() >= 2,
+    );
+    assert_eq!(
+        st.of("sigterm").len(),
+        1,
+        "one SIGTERM for the wedged child: {:?}",
+        st.events()
+    );
+    assert!(
+        d.log()
+            .contains("cloudflared is wedged (2 failed /ready probes in a row"),
+        "{}",
+        d.log()
+    );
+    st.behave("");
+    let s = d.wait_status("ready again", ready);
+    assert_eq!(s["tunnel"]["restarts"], 1);
+}
+
+#[test]
+fn ready_503_restarts_after_the_configured_failures() {
+    wedge_test("ready = 503\n");
+}
+
+#[test]
+fn ready_hanging_restarts_after_the_configured_failures() {
+    wedge_test("ready = hang\n");
+}
+
+#[test]
+fn a_missing_binary_is_an_error_with_a_hint() {
+    let cs = ControlService::start();
+    let cfg = managed_config(&cs.url, free_port(), "").replace(STANDIN, "/nonexistent/cloudflared");
+    let (d, _st) = start_managed(&cfg, "");
+    let s = d.wait_status("fatal", |s| s["tunnel"]["state"] == "fatal");
+    assert_eq!(s["state"], "error");
+    let e = s["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["code"] == "cloudflared_missing")
+        .expect("cloudflared_missing");
+    assert_eq!(e["component"], "tunnel");
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("/nonexistent/cloudflared")
+    );
+    assert!(e["hint"].as_str().unwrap().contains("install cloudflared"));
+}
+
+#[test]
+fn sigterm_to_the_daemon_stops_cloudflared_first_with_one_sigterm() {
+    let cs = ControlService::start();
+    let (mut d, st) = start_enabled(&cs, "drain = 300ms\n");
+    let pid: u32 = d.status()["tunnel"]["pid"].as_u64().unwrap() as u32;
+    d.signal(Signal::SIGTERM);
+    assert_eq!(d.wait_exit().code(), Some(0), "{}", d.log());
+    let sigterms = st.of("sigterm");
+    assert_eq!(sigterms.len(), 1, "{:?}", st.events());
+    let exit = st.of("exit");
+    assert_eq!(
+        exit.len(),
+        1,
+        "the child exited by itself: {:?}",
+        st.events()
+    );
+    assert_eq!(exit[0].get("code"), Some("0"));
+    assert!(!alive(pid), "no process left");
+    assert!(d.log().contains("cloudflared stopped"));
+}
+
+#[test]
+fn sigkill_to_the_daemon_takes_cloudflared_with_it() {
+    let cs = ControlService::start();
+    let (d, _st) = start_enabled(&cs, "on_sigterm = ignore\n");
+    let pid: u32 = d.status()["tunnel"]["pid"].as_u64().unwrap() as u32;
+    d.signal(Signal::SIGKILL);
+    wait_for(
+        Duration::from_secs(10),
+        "cloudflared to die with the daemon",
+        || !alive(pid),
+    );
+}
+
+#[test]
+fn a_cloudflared_ignoring_sigterm_is_killed_after_grace_and_margin() {
+    let cs = ControlService::start();
+    let cfg = managed_config(&cs.url, free_port(), "")
+        .replace("grace_period = \"3s\"", "grace_period = \"1s\"");
+    let (mut d, st) = start_managed(&cfg, "on_sigterm = ignore\n");
+    d.wait_status("ready", ready);
+    let pid: u32 = d.status()["tunnel"]["pid"].as_u64().unwrap() as u32;
+    d.signal(Signal::SIGTERM);
+    assert_eq!(d.wait_exit().code(), Some(0));
+    assert_eq!(st.of("sigterm").len(), 1);
+    assert!(st.of("exit").is_empty(), "it never exited by itself");
+    assert!(!alive(pid));
+    assert!(
+        d.log().contains("did not stop within its grace period"),
+        "{}",
+        d.log()
+    );
+}
+
+fn disabled(d: &Daemon) {
+    let text = std::fs::read_to_string(&d.config)
+        .unwrap()
+        .replace("enabled = true", "enabled = false");
+    save_like_an_editor(&d.config, &text);
+}
+
+#[test]
+fn disable_by_editing_the_file_stops_the_tunnel_and_cleans_up() {
+    let cs = ControlService::start();
+    let (d, st) = start_enabled(&cs, "");
+    std::fs::write(secrets(&d).join("rustic-password-marker"), "x").unwrap();
+    let store = secrets(&d);
+    std::fs::create_dir_all(store.join("rustic")).unwrap();
+    std::fs::write(store.join("rustic/password"), "pw").unwrap();
+    let pid: u32 = d.status()["tunnel"]["pid"].as_u64().unwrap() as u32;
+    disabled(&d);
+    let s = d.wait_status("disabled with a note", |s| {
+        s["state"] == "disabled"
+            && s["note"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("disabled "))
+    });
+    assert!(
+        s["note"]
+            .as_str()
+            .unwrap()
+            .ends_with("; bucket kept for 30 days"),
+        "{s}"
+    );
+    assert_eq!(s["tunnel"]["state"], "stopped");
+    assert!(!alive(pid));
+    assert_eq!(st.of("sigterm").len(), 1);
+    assert!(!store.join("enrollment.json").exists());
+    assert!(!store.join("tunnel-token").exists());
+    assert_eq!(
+        read(&store.join("rustic/password")),
+        "pw",
+        "the repository password is kept"
+    );
+    assert!(
+        cs.log_text().contains("/v1/managed-cloudflare/disable"),
+        "{}",
+        cs.log_text()
+    );
+    // The note survives a restart.
+    let d = restart(d);
+    assert_eq!(d.status()["note"], s["note"]);
+    assert_eq!(d.status()["state"], "disabled");
+}
+
+#[test]
+fn disable_while_the_control_service_is_down_completes_when_it_returns() {
+    let mut cs = ControlService::start();
+    let (d, _st) = start_enabled(&cs, "");
+    let pid: u32 = d.status()["tunnel"]["pid"].as_u64().unwrap() as u32;
+    cs.pause();
+    disabled(&d);
+    let s = d.wait_status("disable pending", |s| {
+        s["note"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("disable pending since"))
+            && s["errors"].to_string().contains("disable_pending")
+    });
+    assert_eq!(s["state"], "disabled");
+    assert!(
+        !alive(pid),
+        "the tunnel stops even though the control service is down"
+    );
+    assert!(
+        secrets(&d).join("enrollment.json").exists(),
+        "secrets stay until the disable is confirmed"
+    );
+    // Pending across a restart of the daemon.
+    let d = restart(d);
+    d.wait_status("still pending after restart", |s| {
+        s["note"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("disable pending"))
+    });
+    assert!(secrets(&d).join("enrollment.json").exists());
+    cs.resume();
+    let s = d.wait_status("disable completed", |s| {
+        s["note"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("disabled "))
+    });
+    assert_eq!(s["errors"], serde_json::json!([]));
+    assert!(!secrets(&d).join("enrollment.json").exists());
+    assert!(!secrets(&d).join("tunnel-token").exists());
+}
+
+#[test]
+fn enabling_again_enrolls_afresh() {
+    let cs = ControlService::start();
+    let (d, _st) = start_enabled(&cs, "");
+    let first = d.status()["tunnel_id"].clone();
+    disabled(&d);
+    d.wait_status("disabled", |s| {
+        s["note"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("disabled "))
+    });
+    let text = std::fs::read_to_string(&d.config)
+        .unwrap()
+        .replace("enabled = false", "enabled = true");
+    save_like_an_editor(&d.config, &text);
+    let s = d.wait_status("ready again", ready);
+    assert_ne!(s["tunnel_id"], first, "a new tunnel after a disable");
+}
+
+#[test]
+fn startup_with_an_enrollment_on_disk_runs_the_tunnel_without_the_control_service() {
+    let mut cs = ControlService::start();
+    let (mut d, st) = start_enabled(&cs, "");
+    let hostname = d.status()["hostname"].clone();
+    d.signal(Signal::SIGTERM);
+    d.wait_exit();
+    cs.pause();
+    let d = restart(d);
+    let s = d.wait_status("ready from the stored enrollment", ready);
+    assert_eq!(s["hostname"], hostname);
+    assert_eq!(st.of("start").len(), 2);
+}
+
+fn scripted(script: Vec<Answer>) -> (ScriptedServer, Daemon) {
+    let srv = ScriptedServer::start(script);
+    let (d, _st) = start_managed(&managed_config(&srv.url, free_port(), ""), "");
+    (srv, d)
+}
+
+#[test]
+fn enroll_503s_are_retried_until_it_works() {
+    let mut script = vec![
+        Answer::Json(
+            503,
+            r#"{"error":{"code":"busy","message":"try later"}}"#.into()
+        );
+        3
+    ];
+    script.push(Answer::Json(200, enroll_json()));
+    let (srv, d) = scripted(script);
+    let s = d.wait_status("ready after the 503s", ready);
+    assert_eq!(s["hostname"], "acme-1.hub.test");
+    assert!(srv.count("/enroll") >= 4);
+    // Each failure was reported while it lasted, with the service's own message.
+    assert!(
+        d.log()
+            .contains("enroll failed: the control service failed (503): try later"),
+        "{}",
+        d.log()
+    );
+}
+
+#[test]
+fn enroll_429_honours_retry_after() {
+    let (srv, d) = scripted(vec![
+        Answer::WithHeader(
+            429,
+            "Retry-After",
+            "1",
+            r#"{"error":{"code":"rate_limited","message":"slow down"}}"#.into(),
+        ),
+        Answer::Json(200, enroll_json()),
+    ]);
+    d.wait_status("ready after the 429", ready);
+    assert_eq!(srv.count("/enroll"), 2);
+}
+
+#[test]
+fn enroll_401_is_an_error_that_points_at_the_token() {
+    let (srv, d) = scripted(vec![Answer::Json(
+        401,
+        r#"{"error":{"code":"unauthorized","message":"bad token"}}"#.into(),
+    )]);
+    let s = d.wait_status("enroll error", |s| s["state"] == "error");
+    let e = &s["errors"][0];
+    assert_eq!(e["component"], "enroll");
+    assert_eq!(e["code"], "control_unauthorized");
+    assert_eq!(
+        e["hint"],
+        "the control token was rejected: check managed.token_file (or the control-token credential)"
+    );
+    assert!(srv.count("/enroll") >= 1);
+    assert_eq!(get(&d.socket, "/v1/health").status, 503);
+}
+
+#[test]
+fn enroll_garbage_is_a_clear_error_without_the_body() {
+    let (_srv, d) = scripted(vec![Answer::Raw(200, "<html>secret-ish-garbage-77</html>")]);
+    let s = d.wait_status("bad answer", |s| {
+        s["errors"].to_string().contains("control_bad_answer")
+    });
+    assert!(
+        s["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not the expected JSON (not JSON)"),
+        "{s}"
+    );
+    assert!(!s.to_string().contains("secret-ish-garbage-77"));
+    assert!(!d.log().contains("secret-ish-garbage-77"));
+    let (_srv, d) = scripted(vec![Answer::Json(200, r#"{"tunnel_id":"t"}"#.into())]);
+    let s = d.wait_status("missing field", |s| {
+        s["errors"].to_string().contains("control_bad_answer")
+    });
+    assert!(
+        s["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("missing field `tunnel_token`"),
+        "{s}"
+    );
+}
+
+#[test]
+fn enroll_hanging_times_out_and_the_daemon_stays_responsive() {
+    let (_srv, d) = scripted(vec![Answer::Hang]);
+    let s = d.wait_status("timeout error", |s| {
+        s["errors"].to_string().contains("control_timeout")
+    });
+    assert_eq!(s["state"], "error");
+    assert!(
+        s["errors"][0]["hint"]
+            .as_str()
+            .unwrap()
+            .contains("managed.url")
+    );
+}
+
+#[test]
+fn rotate_keys_rewrites_the_enrollment_or_keeps_the_old_keys() {
+    let mut cs = ControlService::start();
+    let (d, _st) = start_enabled(&cs, "");
+    let path = secrets(&d).join("enrollment.json");
+    let before: serde_json::Value = serde_json::from_str(&read(&path)).unwrap();
+    let (code, out, err) = cli(&["rotate-keys", "--socket", d.socket.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    let after: serde_json::Value = serde_json::from_str(&read(&path)).unwrap();
+    assert_ne!(after["r2_access_key_id"], before["r2_access_key_id"]);
+    assert_ne!(
+        after["r2_secret_access_key"],
+        before["r2_secret_access_key"]
+    );
+    assert_eq!(after["tunnel_id"], before["tunnel_id"]);
+    assert!(!out.contains(after["r2_secret_access_key"].as_str().unwrap()));
+    // The control service down: 502, and the keys on disk are unchanged.
+    cs.pause();
+    let r = post(&d.socket, "/v1/rotate-keys");
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert_eq!(r.json()["error"]["code"], "control_error");
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("old keys stay in force")
+    );
+    let unchanged: serde_json::Value = serde_json::from_str(&read(&path)).unwrap();
+    assert_eq!(unchanged, after);
+    // Disabled: 409.
+    cs.resume();
+    disabled(&d);
+    d.wait_status("disabled", |s| {
+        s["note"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("disabled "))
+    });
+    assert_eq!(post(&d.socket, "/v1/rotate-keys").status, 409);
+}
+
+/// Every process hubkeeper runs or talks to, and what they print and serve, is
+/// scanned for each secret value.
+#[test]
+fn no_secret_in_logs_status_metrics_or_any_argv() {
+    let cs = ControlService::start();
+    let (d, _st) = start_enabled(&cs, "");
+    let enrollment: serde_json::Value =
+        serde_json::from_str(&read(&secrets(&d).join("enrollment.json"))).unwrap();
+    let token = read(&secrets(&d).join("tunnel-token"));
+    let r2_secret = enrollment["r2_secret_access_key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let _ = post(&d.socket, "/v1/rotate-keys");
+    let enrollment2: serde_json::Value =
+        serde_json::from_str(&read(&secrets(&d).join("enrollment.json"))).unwrap();
+    let r2_secret2 = enrollment2["r2_secret_access_key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let secrets_list = [
+        CONTROL_TOKEN,
+        token.as_str(),
+        r2_secret.as_str(),
+        r2_secret2.as_str(),
+    ];
+
+    let mut texts = vec![
+        ("status".to_owned(), get(&d.socket, "/v1/status").text()),
+        ("metrics".to_owned(), get(&d.socket, "/metrics").text()),
+        ("daemon log".to_owned(), d.log()),
+        ("control-service log".to_owned(), cs.log_text()),
+    ];
+    // The argv of every process on the machine (ours, the stand-in, the service).
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(cmd) = std::fs::read(entry.path().join("cmdline")) {
+            let argv = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            // rclone is the test's stand-in for R2 itself, which holds the keys.
+            if !argv.contains("rclone") {
+                texts.push((
+                    format!("argv of {}", entry.file_name().to_string_lossy()),
+                    argv,
+                ));
+            }
+        }
+    }
+    for (what, text) in &texts {
+        for s in secrets_list {
+            assert!(!text.contains(s), "a secret leaked into {what}");
+        }
+    }
+}
