@@ -548,6 +548,8 @@ fn no_secret_in_logs_status_metrics_or_any_argv() {
         token.as_str(),
         r2_secret.as_str(),
         r2_secret2.as_str(),
+        S3_KEYS[0].1,
+        S3_KEYS[1].1,
     ];
 
     let mut texts = vec![
@@ -560,13 +562,10 @@ fn no_secret_in_logs_status_metrics_or_any_argv() {
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         if let Ok(cmd) = std::fs::read(entry.path().join("cmdline")) {
             let argv = String::from_utf8_lossy(&cmd).replace('\0', " ");
-            // rclone is the test's stand-in for R2 itself, which holds the keys.
-            if !argv.contains("rclone") {
-                texts.push((
-                    format!("argv of {}", entry.file_name().to_string_lossy()),
-                    argv,
-                ));
-            }
+            texts.push((
+                format!("argv of {}", entry.file_name().to_string_lossy()),
+                argv,
+            ));
         }
     }
     for (what, text) in &texts {
@@ -574,4 +573,51 @@ fn no_secret_in_logs_status_metrics_or_any_argv() {
             assert!(!text.contains(s), "a secret leaked into {what}");
         }
     }
+}
+
+#[test]
+fn reload_restarts_cloudflared_only_when_its_inputs_change() {
+    let cs = ControlService::start();
+    let (d, st) = start_enabled(&cs, "");
+    let pid = d.status()["tunnel"]["pid"].clone();
+    let reloads = |d: &Daemon| d.log().matches("config reloaded").count();
+
+    // A timing setting: applied without touching cloudflared.
+    let text = std::fs::read_to_string(&d.config).unwrap();
+    save_like_an_editor(
+        &d.config,
+        &text.replace("interval = \"1s\"", "interval = \"2s\""),
+    );
+    wait_for(Duration::from_secs(10), "the first reload", || {
+        reloads(&d) == 1
+    });
+    assert_eq!(st.of("start").len(), 1, "{:?}", st.events());
+    assert_eq!(d.status()["tunnel"]["pid"], pid);
+
+    // Its argv (the metrics address): restarted, with the new argv.
+    let port = free_port();
+    let text = std::fs::read_to_string(&d.config).unwrap();
+    let old_metrics = text
+        .lines()
+        .find(|l| l.starts_with("metrics = "))
+        .unwrap()
+        .to_owned();
+    save_like_an_editor(
+        &d.config,
+        &text.replace(&old_metrics, &format!("metrics = \"127.0.0.1:{port}\"")),
+    );
+    wait_for(
+        Duration::from_secs(20),
+        "a restart with the new argv",
+        || st.of("start").len() == 2,
+    );
+    assert!(
+        st.of("start")[1]
+            .get("argv")
+            .unwrap()
+            .contains(&format!("--metrics 127.0.0.1:{port}"))
+    );
+    assert_eq!(st.of("sigterm").len(), 1);
+    let s = d.wait_status("ready on the new metrics address", ready);
+    assert_ne!(s["tunnel"]["pid"], pid);
 }

@@ -54,9 +54,13 @@ impl S3Server {
             let port = free_port();
             let mut cmd = Command::new(rclone());
             cmd.args(["serve", "s3", "--addr", &format!("127.0.0.1:{port}")]);
-            for (ak, sk) in keys {
-                cmd.args(["--auth-key", &format!("{ak},{sk}")]);
-            }
+            // Keys go in the environment (CSV of quoted "id,secret" pairs), not argv:
+            // tests scan every process's argv for secrets.
+            let csv: Vec<String> = keys
+                .iter()
+                .map(|(ak, sk)| format!("\"{ak},{sk}\""))
+                .collect();
+            cmd.env("RCLONE_AUTH_KEY", csv.join(","));
             cmd.arg(&data)
                 // No user rclone.conf: the test sees only what it set.
                 .env("RCLONE_CONFIG", dir.path().join("rclone.conf"))

