@@ -621,3 +621,23 @@ fn reload_restarts_cloudflared_only_when_its_inputs_change() {
     let s = d.wait_status("ready on the new metrics address", ready);
     assert_ne!(s["tunnel"]["pid"], pid);
 }
+
+#[test]
+fn a_binary_that_is_not_executable_is_an_error_with_a_hint() {
+    use std::os::unix::fs::PermissionsExt;
+    let cs = ControlService::start();
+    let dir = tempfile::tempdir().unwrap();
+    let fake = dir.path().join("cloudflared");
+    std::fs::write(&fake, "#!/bin/sh\n").unwrap();
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let cfg = managed_config(&cs.url, free_port(), "").replace(STANDIN, fake.to_str().unwrap());
+    let (d, _st) = start_managed(&cfg, "");
+    let s = d.wait_status("fatal", |s| s["tunnel"]["state"] == "fatal");
+    let e = s["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["code"] == "cloudflared_not_executable")
+        .expect("not executable error");
+    assert!(e["hint"].as_str().unwrap().contains("executable"), "{e}");
+}
