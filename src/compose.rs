@@ -3,6 +3,7 @@
 //! A pure function, so the state rules are tested here without processes.
 
 use crate::config::{Config, Mode};
+use crate::health::HealthView;
 use crate::managed::ManagedView;
 use crate::status::{BackupState, Component, State, Status, StatusError, TunnelState};
 use crate::supervisor::TunnelView;
@@ -13,6 +14,7 @@ pub struct Inputs<'a> {
     pub config_errors: &'a [StatusError],
     pub managed: &'a ManagedView,
     pub tunnel: &'a TunnelView,
+    pub health: &'a HealthView,
 }
 
 pub fn compose(i: &Inputs<'_>) -> Status {
@@ -31,7 +33,9 @@ pub fn compose(i: &Inputs<'_>) -> Status {
     s.tunnel.ready_connections = t.ready_connections;
     s.tunnel.since = t.since;
     s.checks.tunnel = t.check.clone();
-    s.last_health_check = t.check.as_ref().map(|c| c.at);
+    s.checks.dns = i.health.dns.clone();
+    s.checks.r2 = i.health.r2.clone();
+    s.last_health_check = i.health.last_run;
     s.backup.state = BackupState::Disabled;
     if let Some(e) = &i.managed.enrollment {
         s.hostname = Some(e.hostname.clone());
@@ -48,6 +52,7 @@ pub fn compose(i: &Inputs<'_>) -> Status {
             p.hint,
         ));
     }
+    s.errors.extend(i.health.errors.iter().cloned());
 
     s.state = if !cfg.enabled {
         State::Disabled
@@ -71,6 +76,7 @@ pub fn compose(i: &Inputs<'_>) -> Status {
 
 fn managed_state(i: &Inputs<'_>, s: &Status) -> State {
     let t = i.tunnel;
+    let h = i.health;
     let blocking = |c: Component| s.errors.iter().any(|e| e.component == c);
     if i.managed.enrollment.is_none() {
         // No enrollment: nothing can be served until enroll works.
@@ -84,15 +90,22 @@ fn managed_state(i: &Inputs<'_>, s: &Status) -> State {
         .problem
         .as_ref()
         .is_some_and(|p| p.code == "tunnel_crash_loop");
-    match t.state {
-        TunnelState::Fatal => State::Error,
-        _ if crash_loop => State::Error,
-        TunnelState::Running if t.check.as_ref().is_some_and(|c| c.ok) => State::Ready,
-        // A first start that has not been ready yet: the first checks are not done.
-        TunnelState::Starting | TunnelState::Stopped if t.restarts == 0 && !t.been_ready => {
-            State::Starting
-        }
-        _ => State::Degraded,
+    if t.state == TunnelState::Fatal || crash_loop {
+        return State::Error;
+    }
+    let tunnel_ok = t.state == TunnelState::Running && t.check.as_ref().is_some_and(|c| c.ok);
+    let checks_failing = blocking(Component::Dns) || blocking(Component::R2);
+    // The first checks are not finished: a first start of cloudflared that has not
+    // been ready yet, no completed health run, or fresh keys R2 has not accepted yet.
+    let first_start = !t.been_ready && t.restarts == 0;
+    let first_checks = h.last_run.is_none() || (h.r2_pending && !checks_failing);
+    if !checks_failing && (first_start || (tunnel_ok && first_checks)) {
+        return State::Starting;
+    }
+    if tunnel_ok && !checks_failing && !h.r2_pending {
+        State::Ready
+    } else {
+        State::Degraded
     }
 }
 
@@ -117,17 +130,32 @@ mod tests {
                 hostname: "acme-1.example.com".into(),
                 tunnel_id: "t".into(),
                 r2_bucket: "b".into(),
+                r2: crate::r2::Target {
+                    endpoint: "http://127.0.0.1:1".into(),
+                    bucket: "b".into(),
+                    access_key_id: "k".into(),
+                    secret_access_key: crate::secrets::Secret::new("s"),
+                    path_style: true,
+                },
+                keys_since: None,
             }),
             ..ManagedView::default()
         }
     }
 
     fn state(cfg: &Config, m: &ManagedView, t: &TunnelView) -> Status {
+        let healthy = HealthView {
+            dns: ok_check(),
+            r2: ok_check(),
+            last_run: Some(SystemTime::now()),
+            ..HealthView::default()
+        };
         compose(&Inputs {
             config: cfg,
             config_errors: &[],
             managed: m,
             tunnel: t,
+            health: &healthy,
         })
     }
 

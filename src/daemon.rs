@@ -12,6 +12,7 @@ use crate::commands::{Command, CommandRequest, Outcome, Reply};
 use crate::compose::{Inputs, compose};
 use crate::config::{self, Config, ConfigError, LoadedConfig, Mode};
 use crate::config_watch::ConfigWatcher;
+use crate::health::{Health, HealthView, Targets};
 use crate::logging::LogControl;
 use crate::managed::{Managed, ManagedView, RotateError};
 use crate::metrics::Metrics;
@@ -73,6 +74,7 @@ pub async fn run(
     let loaded = Arc::new(loaded);
     let (managed, managed_view, managed_task) =
         Managed::start(loaded.clone(), store, supervisor, engines.clone());
+    let (health, health_view, health_task) = Health::start(engines.clone());
 
     let mut d = Daemon {
         running: cfg.clone(),
@@ -80,7 +82,9 @@ pub async fn run(
         managed,
         managed_view,
         tunnel_view,
-        rotations: JoinSet::new(),
+        health,
+        health_view,
+        pending: JoinSet::new(),
         config_errors: Vec::new(),
         restart_required: Vec::new(),
         metrics: Arc::new(Metrics::new()),
@@ -149,13 +153,17 @@ pub async fn run(
                 }
             }
             Some(req) = cmd_rx.recv() => d.command(req),
-            Some(done) = d.rotations.join_next() => {
+            Some(done) = d.pending.join_next() => {
                 if let Ok((reply, result)) = done {
                     d.refresh();
-                    d.rotation_done(reply, result);
+                    d.reply(reply, result);
                 }
             }
-            Ok(()) = d.managed_view.changed() => d.refresh(),
+            Ok(()) = d.managed_view.changed() => {
+                d.update_health_targets();
+                d.refresh();
+            }
+            Ok(()) = d.health_view.changed() => d.refresh(),
             Ok(()) = d.tunnel_view.changed() => d.refresh(),
             _ = tick(&mut watchdog) => systemd::watchdog(),
         }
@@ -175,6 +183,7 @@ pub async fn run(
     }
     drop(d.managed);
     let _ = supervisor_task.await;
+    let _ = health_task.await;
     api_stop.cancel();
     let _ = api.await;
     drop(socket_guard);
@@ -188,8 +197,10 @@ struct Daemon {
     managed: Managed,
     managed_view: watch::Receiver<ManagedView>,
     tunnel_view: watch::Receiver<TunnelView>,
-    /// Key rotations waiting for the control service.
-    rotations: JoinSet<(Reply, Result<(), RotateError>)>,
+    health: Health,
+    health_view: watch::Receiver<HealthView>,
+    /// API requests waiting on another component (rotation, a health-check run).
+    pending: JoinSet<(Reply, Result<StatusCode, ApiError>)>,
     /// The settings the process started with; socket and secrets_dir need a restart.
     running: Config,
     /// Problems of a refused new config (component `config`).
@@ -212,6 +223,7 @@ impl Daemon {
             config_errors: &config_errors,
             managed: &self.managed_view.borrow(),
             tunnel: &self.tunnel_view.borrow(),
+            health: &self.health_view.borrow(),
         })
     }
 
@@ -247,6 +259,7 @@ impl Daemon {
                 }
                 self.loaded = Arc::new(new);
                 self.managed.reconfigure(self.loaded.clone());
+                self.update_health_targets();
                 self.config_errors.clear();
                 self.metrics.count_reload("applied");
                 tracing::info!("config reloaded");
@@ -269,7 +282,15 @@ impl Daemon {
     fn command(&mut self, req: CommandRequest) {
         let cfg = &self.loaded.config;
         let result = match req.command {
-            Command::Check => Ok(StatusCode::OK),
+            Command::Check => {
+                let (tx, rx) = oneshot::channel();
+                self.health.check_now(tx);
+                self.pending.spawn(async move {
+                    let _ = rx.await;
+                    (req.reply, Ok(StatusCode::OK))
+                });
+                return;
+            }
             Command::RotateKeys if !cfg.enabled => Err(ApiError::conflict(
                 "disabled",
                 "hubkeeper is disabled: there are no keys to rotate",
@@ -283,9 +304,9 @@ impl Daemon {
                 let (tx, rx) = oneshot::channel();
                 self.managed.rotate_keys(tx);
                 let reply = req.reply;
-                self.rotations.spawn(async move {
+                self.pending.spawn(async move {
                     let result = rx.await.unwrap_or(Err(RotateError::NotEnrolled));
-                    (reply, result)
+                    (reply, rotation_answer(result))
                 });
                 return;
             }
@@ -297,21 +318,21 @@ impl Daemon {
         self.reply(req.reply, result);
     }
 
-    fn rotation_done(&self, reply: Reply, result: Result<(), RotateError>) {
-        let result = result.map(|()| StatusCode::OK).map_err(|e| match e {
-            RotateError::NotEnrolled => ApiError::conflict("not_enrolled", e.to_string()),
-            RotateError::Control(c) => ApiError::new(
-                StatusCode::BAD_GATEWAY,
-                "control_error",
-                format!("{c}; the old keys stay in force"),
-            ),
-            RotateError::Store(_) => ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "store_failed",
-                e.to_string(),
-            ),
-        });
-        self.reply(reply, result);
+    /// What the health checks look at follows the enrollment and the config.
+    fn update_health_targets(&self) {
+        let cfg = &self.loaded.config;
+        let targets = match (&self.managed_view.borrow().enrollment, &cfg.hub_id) {
+            (Some(e), Some(hub)) if cfg.enabled => Some(Targets {
+                hostname: e.hostname.clone(),
+                dns: cfg.health.dns_resolver,
+                interval: cfg.health.interval.get(),
+                r2: e.r2.clone(),
+                prefix: format!("hubkeeper-health/{hub}/"),
+                keys_since: e.keys_since,
+            }),
+            _ => None,
+        };
+        self.health.set_targets(targets);
     }
 
     fn reply(&self, reply: Reply, result: Result<StatusCode, ApiError>) {
@@ -321,6 +342,22 @@ impl Daemon {
         });
         let _ = reply.send(result);
     }
+}
+
+fn rotation_answer(result: Result<(), RotateError>) -> Result<StatusCode, ApiError> {
+    result.map(|()| StatusCode::OK).map_err(|e| match e {
+        RotateError::NotEnrolled => ApiError::conflict("not_enrolled", e.to_string()),
+        RotateError::Control(c) => ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "control_error",
+            format!("{c}; the old keys stay in force"),
+        ),
+        RotateError::Store(_) => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "store_failed",
+            e.to_string(),
+        ),
+    })
 }
 
 fn config_status_errors(e: &ConfigError) -> Vec<StatusError> {

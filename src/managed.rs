@@ -34,11 +34,16 @@ const RETRY_INITIAL: Duration = Duration::from_millis(500);
 const RETRY_MAX: Duration = Duration::from_secs(300);
 
 /// What the rest of the daemon needs to know of the enrollment.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct EnrollmentInfo {
     pub hostname: String,
     pub tunnel_id: String,
     pub r2_bucket: String,
+    /// The bucket and its keys (the secret key is a redacting `Secret`).
+    pub r2: crate::r2::Target,
+    /// When the keys were last changed by this process (enroll, rotation): R2 can take
+    /// up to a minute to accept new keys. `None` for keys found on disk at start.
+    pub keys_since: Option<SystemTime>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -175,15 +180,19 @@ impl Engine {
                 None
             }
         };
+        let mut keys_since = None;
         if stored.is_none() {
             match self.enroll(cfg, &client).await {
-                Ok(s) => stored = Some(s),
+                Ok(s) => {
+                    stored = Some(s);
+                    keys_since = Some(SystemTime::now());
+                }
                 Err(next) => return next,
             }
         }
         let mut stored = stored.expect("enrolled above");
         self.publish(|v| {
-            v.enrollment = Some(info(&stored));
+            v.enrollment = Some(info(cfg, &stored, keys_since));
             v.enrolling = false;
             v.errors.clear();
         });
@@ -202,6 +211,8 @@ impl Engine {
                     let result = self.rotate_keys(cfg, &client, &stored).await;
                     if let Ok(next) = &result {
                         stored = next.clone();
+                        let updated = info(cfg, &stored, Some(SystemTime::now()));
+                        self.publish(|v| v.enrollment = Some(updated));
                     }
                     let _ = reply.send(result.map(|_| ()));
                 }
@@ -459,11 +470,20 @@ fn client_for(loaded: &LoadedConfig) -> Option<ControlClient> {
     Some(client.with_timeout(m.request_timeout.get()))
 }
 
-fn info(s: &Stored) -> EnrollmentInfo {
+fn info(cfg: &Config, s: &Stored, keys_since: Option<SystemTime>) -> EnrollmentInfo {
+    let e = &s.enrollment;
     EnrollmentInfo {
-        hostname: s.enrollment.hostname.clone(),
-        tunnel_id: s.enrollment.tunnel_id.clone(),
-        r2_bucket: s.enrollment.r2_bucket.clone(),
+        hostname: e.hostname.clone(),
+        tunnel_id: e.tunnel_id.clone(),
+        r2_bucket: e.r2_bucket.clone(),
+        r2: crate::r2::Target {
+            endpoint: e.r2_endpoint.clone(),
+            bucket: e.r2_bucket.clone(),
+            access_key_id: e.r2_access_key_id.clone(),
+            secret_access_key: e.r2_secret_access_key.clone(),
+            path_style: cfg.r2.force_path_style,
+        },
+        keys_since,
     }
 }
 

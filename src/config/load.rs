@@ -1,20 +1,14 @@
-//! Reads a config file and turns it into a [`LoadedConfig`], or into every problem it has.
-//!
-//! Syntax errors are all collected by toml's recovering parser. Serde stops at its first
-//! error, so after each one the offending key is dropped from the parsed table and the
-//! typed parse is retried: the admin sees every wrong key in one run, each with
-//! `file:line:col`, while the serde structs stay the only description of the format.
+//! Reads a config file and turns it into a [`LoadedConfig`], or into every problem it has,
+//! each with `file:line:col`: syntax and type errors (all at once, see `located.rs`),
+//! then the cross-field rules, then the secret files the chosen mode needs.
 
 use super::diagnostic::{ConfigError, Diagnostic};
+use super::located::{self, ArrayPaths, Located};
 use super::model::{Config, Mode};
 use super::validate::validate;
 use crate::secrets::{Secret, source};
 use serde::Deserialize;
-use std::collections::BTreeMap;
-use std::ops::Range;
 use std::path::{Path, PathBuf};
-use toml::Spanned;
-use toml::de::{DeTable, DeValue};
 
 /// A valid config together with the secrets it points at.
 #[derive(Debug, Clone, PartialEq)]
@@ -44,9 +38,20 @@ pub fn load(path: &Path) -> Result<LoadedConfig, ConfigError> {
 }
 
 pub fn load_with(path: &Path, credentials_dir: Option<&Path>) -> Result<LoadedConfig, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    let text = read_config_file(
+        path,
+        "; create it (see config.example.toml) or pass --config / HUBKEEPER_CONFIG",
+    )?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    parse(&text, path, base, credentials_dir)
+}
+
+/// The text of a config file; `if_missing` is appended to the error when there is no
+/// such file, to say how to get one. Shared with the control service's `control.toml`.
+pub fn read_config_file(path: &Path, if_missing: &str) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|e| {
         let hint = if e.kind() == std::io::ErrorKind::NotFound {
-            "; create it (see config.example.toml) or pass --config / HUBKEEPER_CONFIG"
+            if_missing
         } else {
             ""
         };
@@ -54,9 +59,7 @@ pub fn load_with(path: &Path, credentials_dir: Option<&Path>) -> Result<LoadedCo
             path.to_path_buf(),
             format!("cannot read the config file: {e}{hint}"),
         )
-    })?;
-    let base = path.parent().unwrap_or(Path::new("."));
-    parse(&text, path, base, credentials_dir)
+    })
 }
 
 /// Only the `socket` key, for clients (`hubkeeper status`): they may run as a user
@@ -67,12 +70,7 @@ pub fn socket_only(path: &Path) -> Result<PathBuf, ConfigError> {
     struct SocketOnly {
         socket: Option<PathBuf>,
     }
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        ConfigError::single(
-            path.to_path_buf(),
-            format!("cannot read the config file: {e}"),
-        )
-    })?;
+    let text = read_config_file(path, "")?;
     let parsed: SocketOnly = toml::from_str(&text).map_err(|e| ConfigError {
         path: path.to_path_buf(),
         problems: vec![Diagnostic::new(None, e.message().trim()).at(&text, e.span())],
@@ -97,49 +95,20 @@ pub fn parse(
         path: path.to_path_buf(),
         problems,
     };
-    let (mut table, syntax) = DeTable::parse_recoverable(text);
-    if !syntax.is_empty() {
-        return Err(fail(
-            syntax
-                .iter()
-                .map(|e| Diagnostic::new(None, e.message().trim()).at(text, e.span()))
-                .collect(),
-        ));
-    }
-    table.get_mut().make_owned();
-    let index = SpanIndex::build(table.get_ref());
-
-    let mut problems = Vec::new();
-    let mut removed: Vec<String> = Vec::new();
-    let parsed = loop {
-        match Config::deserialize(toml::de::Deserializer::from(table.clone())) {
-            Ok(cfg) => break Some(cfg),
-            Err(e) => {
-                let key = e.span().and_then(|s| index.deepest_at(s.start));
-                problems.push(Diagnostic::new(key.clone(), e.message().trim()).at(text, e.span()));
-                match key {
-                    Some(k) if remove_key(table.get_mut(), &k) => removed.push(k),
-                    _ => break None,
-                }
-            }
-        }
-    };
-
-    let Some(mut cfg) = parsed else {
-        problems.sort_by_key(|d| d.location.unwrap_or((usize::MAX, 0)));
-        return Err(fail(problems));
-    };
+    let Located {
+        value: mut cfg,
+        mut problems,
+        spans,
+        dropped,
+    } = located::parse::<Config>(text, ArrayPaths::Whole).map_err(fail)?;
     resolve_paths(&mut cfg, base);
     for (key, message) in validate(&cfg) {
-        let under_removed = removed
-            .iter()
-            .any(|r| key == *r || key.starts_with(&format!("{r}.")));
-        if !under_removed {
+        if !dropped.covers(&key) {
             // A missing key has no place in the file; point at what required it.
-            let span = index
+            let span = spans
                 .key_span(&key)
-                .or_else(|| index.key_span("mode"))
-                .or_else(|| index.key_span("enabled"));
+                .or_else(|| spans.key_span("mode"))
+                .or_else(|| spans.key_span("enabled"));
             problems.push(Diagnostic::new(Some(key), message).at(text, span));
         }
     }
@@ -158,7 +127,7 @@ pub fn parse(
         Err(errs) => Err(fail(
             errs.into_iter()
                 .map(|(key, msg)| {
-                    let span = index.key_span(&key);
+                    let span = spans.key_span(&key);
                     Diagnostic::new(Some(key), msg).at(text, span)
                 })
                 .collect(),
@@ -234,72 +203,6 @@ fn read_secrets(
         None => {}
     }
     if errs.is_empty() { Ok(out) } else { Err(errs) }
-}
-
-/// Byte spans of every key and value in the parsed document, by dotted path.
-struct SpanIndex {
-    entries: BTreeMap<String, (Range<usize>, Range<usize>)>,
-}
-
-impl SpanIndex {
-    fn build(root: &DeTable<'_>) -> Self {
-        let mut entries = BTreeMap::new();
-        fn walk(
-            t: &DeTable<'_>,
-            prefix: &str,
-            out: &mut BTreeMap<String, (Range<usize>, Range<usize>)>,
-        ) {
-            for (k, v) in t.iter() {
-                let path = if prefix.is_empty() {
-                    k.get_ref().to_string()
-                } else {
-                    format!("{prefix}.{}", k.get_ref())
-                };
-                out.insert(path.clone(), (k.span(), v.span()));
-                if let DeValue::Table(inner) = v.get_ref() {
-                    walk(inner, &path, out);
-                }
-            }
-        }
-        walk(root, "", &mut entries);
-        Self { entries }
-    }
-
-    /// The deepest key whose key or value contains byte `pos`.
-    fn deepest_at(&self, pos: usize) -> Option<String> {
-        self.entries
-            .iter()
-            .filter(|(_, (k, v))| k.contains(&pos) || v.contains(&pos) || v.start == pos)
-            .max_by_key(|(path, _)| path.matches('.').count())
-            .map(|(path, _)| path.clone())
-    }
-
-    /// The span of `key`, or of the closest parent present in the file (a missing key
-    /// is reported where its section is).
-    fn key_span(&self, key: &str) -> Option<Range<usize>> {
-        let mut k = key;
-        loop {
-            if let Some((span, _)) = self.entries.get(k) {
-                return Some(span.clone());
-            }
-            k = &k[..k.rfind('.')?];
-        }
-    }
-}
-
-fn remove_key(root: &mut DeTable<'_>, path: &str) -> bool {
-    let mut parts: Vec<&str> = path.split('.').collect();
-    let Some(last) = parts.pop() else {
-        return false;
-    };
-    let mut t = root;
-    for p in parts {
-        match t.get_mut(p).map(Spanned::get_mut) {
-            Some(DeValue::Table(inner)) => t = inner,
-            _ => return false,
-        }
-    }
-    t.remove(last).is_some()
 }
 
 #[cfg(test)]

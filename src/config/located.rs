@@ -6,7 +6,8 @@
 //! error, so after each one the offending key is dropped from the parsed document and
 //! the typed parse is retried: the admin sees every wrong key in one run, each with
 //! `file:line:col`, while the serde structs stay the only description of the format.
-//! Key paths are dotted, with `[i]` for array entries (`provisioner.local.keys[0].x`).
+//! Key paths are dotted; with [`ArrayPaths::Indexed`], array entries are steps of
+//! their own (`provisioner.local.keys[0].access_key_id_file`).
 
 use super::diagnostic::Diagnostic;
 use serde::de::DeserializeOwned;
@@ -30,10 +31,35 @@ pub struct Located<T> {
     pub dropped: DroppedKeys,
 }
 
+/// Whether array entries are steps in key paths. Each format keeps the names it has
+/// always reported: the daemon's config has no arrays of tables and names a wrong entry
+/// by its array (`backup.paths`), while `control.toml` has `[[provisioner.local.keys]]`,
+/// whose entries have keys of their own to point at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArrayPaths {
+    /// `keys[0].access_key_id_file`: `[i]` in a path is an array entry.
+    Indexed,
+    /// Paths stop at an array's key; `[` is an ordinary character of a (quoted) key.
+    Whole,
+}
+
+impl ArrayPaths {
+    /// What separates the steps of a path.
+    fn separators(self) -> &'static [char] {
+        match self {
+            Self::Indexed => &['.', '['],
+            Self::Whole => &['.'],
+        }
+    }
+}
+
 /// Parses `text` into a `T`, or returns every problem found: all syntax errors (in the
 /// order toml reports them), or, when some type error could not be dropped and retried
 /// past, the type errors found so far, in file order.
-pub fn parse<T: DeserializeOwned>(text: &str) -> Result<Located<T>, Vec<Diagnostic>> {
+pub fn parse<T: DeserializeOwned>(
+    text: &str,
+    arrays: ArrayPaths,
+) -> Result<Located<T>, Vec<Diagnostic>> {
     let (mut table, syntax) = DeTable::parse_recoverable(text);
     if !syntax.is_empty() {
         return Err(syntax
@@ -43,7 +69,7 @@ pub fn parse<T: DeserializeOwned>(text: &str) -> Result<Located<T>, Vec<Diagnost
     }
     // Owned, so that the document can be cloned for each retry and edited in between.
     table.get_mut().make_owned();
-    let spans = SpanIndex::build(table.get_ref());
+    let spans = SpanIndex::build(table.get_ref(), arrays);
 
     let mut problems = Vec::new();
     let mut dropped = Vec::new();
@@ -56,12 +82,14 @@ pub fn parse<T: DeserializeOwned>(text: &str) -> Result<Located<T>, Vec<Diagnost
                 // A wrong array entry (not a table) goes with its whole array: an entry
                 // cannot be removed without renumbering the ones after it.
                 let key = key.map(|k| match k.strip_suffix(']') {
-                    Some(rest) => rest[..rest.rfind('[').unwrap_or(rest.len())].to_owned(),
-                    None => k,
+                    Some(rest) if arrays == ArrayPaths::Indexed => {
+                        rest[..rest.rfind('[').unwrap_or(rest.len())].to_owned()
+                    }
+                    _ => k,
                 });
                 // Without a key to drop, a retry would fail the same way.
                 match key {
-                    Some(k) if remove_key(table.get_mut(), &k) => dropped.push(k),
+                    Some(k) if remove_key(table.get_mut(), &k, arrays) => dropped.push(k),
                     _ => break None,
                 }
             }
@@ -73,53 +101,61 @@ pub fn parse<T: DeserializeOwned>(text: &str) -> Result<Located<T>, Vec<Diagnost
             value,
             problems,
             spans,
-            dropped: DroppedKeys(dropped),
+            dropped: DroppedKeys {
+                keys: dropped,
+                arrays,
+            },
         }),
         None => Err(problems),
     }
 }
 
 /// The keys dropped from the document to get past their type errors.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct DroppedKeys(Vec<String>);
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DroppedKeys {
+    keys: Vec<String>,
+    arrays: ArrayPaths,
+}
 
 impl DroppedKeys {
     /// Whether `key` was dropped, itself or with a table or array above it: its value
     /// in the parsed config is a default, not what the file says.
     pub fn covers(&self, key: &str) -> bool {
-        self.0.iter().any(|d| {
+        self.keys.iter().any(|d| {
             key.strip_prefix(d.as_str())
-                .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with(self.arrays.separators()))
         })
     }
 }
 
-/// Byte spans of every key and value in the parsed document, by path (array entries as
-/// `key[i]`, spanning the entry), to turn serde's byte offsets into key names and to
-/// place the caller's own problems.
-#[derive(Debug, Clone, Default)]
+/// Byte spans of every key and value in the parsed document, by path (array entries,
+/// when indexed, spanning the entry), to turn serde's byte offsets into key names and
+/// to place the caller's own problems.
+#[derive(Debug, Clone)]
 pub struct SpanIndex {
-    entries: BTreeMap<String, (Range<usize>, Range<usize>)>,
+    entries: Entries,
+    arrays: ArrayPaths,
 }
 
+/// Path to (key span, value span).
 type Entries = BTreeMap<String, (Range<usize>, Range<usize>)>;
 
 impl SpanIndex {
-    fn build(root: &DeTable<'_>) -> Self {
-        fn walk_value(v: &Spanned<DeValue<'_>>, path: &str, out: &mut Entries) {
+    fn build(root: &DeTable<'_>, arrays: ArrayPaths) -> Self {
+        fn walk_value(v: &Spanned<DeValue<'_>>, path: &str, arrays: ArrayPaths, out: &mut Entries) {
             match v.get_ref() {
-                DeValue::Table(inner) => walk(inner, path, out),
-                DeValue::Array(items) => {
+                DeValue::Table(inner) => walk(inner, path, arrays, out),
+                DeValue::Array(items) if arrays == ArrayPaths::Indexed => {
                     for (i, item) in items.iter().enumerate() {
                         let p = format!("{path}[{i}]");
                         out.insert(p.clone(), (item.span(), item.span()));
-                        walk_value(item, &p, out);
+                        walk_value(item, &p, arrays, out);
                     }
                 }
                 _ => {}
             }
         }
-        fn walk(t: &DeTable<'_>, prefix: &str, out: &mut Entries) {
+        fn walk(t: &DeTable<'_>, prefix: &str, arrays: ArrayPaths, out: &mut Entries) {
             for (k, v) in t.iter() {
                 let path = if prefix.is_empty() {
                     k.get_ref().to_string()
@@ -127,12 +163,12 @@ impl SpanIndex {
                     format!("{prefix}.{}", k.get_ref())
                 };
                 out.insert(path.clone(), (k.span(), v.span()));
-                walk_value(v, &path, out);
+                walk_value(v, &path, arrays, out);
             }
         }
         let mut entries = BTreeMap::new();
-        walk(root, "", &mut entries);
-        Self { entries }
+        walk(root, "", arrays, &mut entries);
+        Self { entries, arrays }
     }
 
     /// The deepest key whose key or value contains byte `pos`.
@@ -140,7 +176,7 @@ impl SpanIndex {
         self.entries
             .iter()
             .filter(|(_, (k, v))| k.contains(&pos) || v.contains(&pos) || v.start == pos)
-            .max_by_key(|(path, _)| path.matches(['.', '[']).count())
+            .max_by_key(|(path, _)| path.matches(self.arrays.separators()).count())
             .map(|(path, _)| path.clone())
     }
 
@@ -152,24 +188,24 @@ impl SpanIndex {
             if let Some((span, _)) = self.entries.get(k) {
                 return Some(span.clone());
             }
-            k = &k[..k.rfind(['.', '['])?];
+            k = &k[..k.rfind(self.arrays.separators())?];
         }
     }
 }
 
-/// Removes the key at `path` (with `[i]` array steps before the last key) from the
-/// parsed document; false when there is no such key.
-fn remove_key(root: &mut DeTable<'_>, path: &str) -> bool {
+/// Removes the key at `path` (with `[i]` array steps before the last key, when indexed)
+/// from the parsed document; false when there is no such key.
+fn remove_key(root: &mut DeTable<'_>, path: &str, arrays: ArrayPaths) -> bool {
     let mut steps: Vec<(&str, Option<usize>)> = Vec::new();
     for part in path.split('.') {
         match part.split_once('[') {
-            Some((name, idx)) => {
+            Some((name, idx)) if arrays == ArrayPaths::Indexed => {
                 let Ok(i) = idx.trim_end_matches(']').parse() else {
                     return false;
                 };
                 steps.push((name, Some(i)));
             }
-            None => steps.push((part, None)),
+            _ => steps.push((part, None)),
         }
     }
     let Some((last, None)) = steps.pop() else {
@@ -236,7 +272,11 @@ mod tests {
             .iter()
             .map(|d| {
                 let (l, c) = d.location.expect("every problem here has a place");
-                format!("{l}:{c}: {}: {}", d.key.as_deref().unwrap_or("-"), d.message)
+                format!(
+                    "{l}:{c}: {}: {}",
+                    d.key.as_deref().unwrap_or("-"),
+                    d.message
+                )
             })
             .collect()
     }
@@ -244,7 +284,7 @@ mod tests {
     #[test]
     fn a_clean_file_parses_with_no_problems() {
         let text = "name = \"x\"\n[section]\non = true\n[[pairs]]\na = 1\n";
-        let l = parse::<Doc>(text).unwrap();
+        let l = parse::<Doc>(text, ArrayPaths::Indexed).unwrap();
         assert!(l.problems.is_empty(), "{:?}", l.problems);
         assert_eq!(l.value.name, "x");
         assert!(l.value.section.unwrap().on);
@@ -255,7 +295,7 @@ mod tests {
     #[test]
     fn all_problems_are_found_at_once_in_file_order() {
         let text = "bogus = 1\nsize = \"big\"\n[section]\non = \"yes\"\nfoo = 2\n";
-        let l = parse::<Doc>(text).unwrap();
+        let l = parse::<Doc>(text, ArrayPaths::Indexed).unwrap();
         assert_eq!(
             shown(&l.problems),
             [
@@ -276,22 +316,28 @@ mod tests {
     #[test]
     fn a_bad_key_in_an_array_of_tables_is_named_by_its_entry() {
         let text = "[[pairs]]\na = 1\n[[pairs]]\na = 2\nc = 3\n";
-        let l = parse::<Doc>(text).unwrap();
+        let l = parse::<Doc>(text, ArrayPaths::Indexed).unwrap();
         assert_eq!(
             shown(&l.problems),
             ["5:1: pairs[1].c: unknown field `c`, expected `a` or `b`"]
         );
         // Only that key went: both entries are still there.
-        assert_eq!(l.value.pairs, vec![Pair { a: 1, b: 0 }, Pair { a: 2, b: 0 }]);
+        assert_eq!(
+            l.value.pairs,
+            vec![Pair { a: 1, b: 0 }, Pair { a: 2, b: 0 }]
+        );
         assert!(l.dropped.covers("pairs[1].c"));
         assert!(!l.dropped.covers("pairs[1]"));
-        assert_eq!(l.spans.key_span("pairs[1].c"), text.find("c = 3").map(|s| s..s + 1));
+        assert_eq!(
+            l.spans.key_span("pairs[1].c"),
+            text.find("c = 3").map(|s| s..s + 1)
+        );
     }
 
     #[test]
     fn a_wrong_array_entry_drops_its_whole_array() {
         let text = "[section]\ntags = [\"a\", 5]\n";
-        let l = parse::<Doc>(text).unwrap();
+        let l = parse::<Doc>(text, ArrayPaths::Indexed).unwrap();
         let problems = shown(&l.problems);
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert!(
@@ -305,28 +351,47 @@ mod tests {
     }
 
     #[test]
-    fn a_missing_key_in_an_array_entry_drops_that_entry() {
-        let text = "[[pairs]]\nb = 1\n";
-        let problems = shown(&parse::<Doc>(text).unwrap_err());
-        // Which entry cannot be told from serde's error; the whole array of tables is
-        // what it points at.
-        assert_eq!(problems.len(), 1, "{problems:?}");
-        assert!(problems[0].contains("missing field `a`"), "{problems:?}");
+    fn whole_array_paths_name_a_wrong_entry_by_its_array() {
+        let text = "[section]\ntags = [\"a\", 5]\nbogus = 1\n";
+        let l = parse::<Doc>(text, ArrayPaths::Whole).unwrap();
+        assert_eq!(
+            shown(&l.problems),
+            [
+                "2:14: section.tags: invalid type: integer `5`, expected a string",
+                "3:1: section.bogus: unknown field `bogus`, expected `on` or `tags`",
+            ]
+        );
+        assert!(l.dropped.covers("section.tags"));
+        // `[` is no step of a path here, but part of a (quoted) key.
+        assert!(!l.dropped.covers("section.tags[0]"));
+    }
+
+    #[test]
+    fn an_entry_missing_a_key_is_named_and_its_array_dropped() {
+        let text = "[[pairs]]\na = 1\n[[pairs]]\nb = 1\n";
+        let l = parse::<Doc>(text, ArrayPaths::Indexed).unwrap();
+        assert_eq!(shown(&l.problems), ["3:1: pairs[1]: missing field `a`"]);
+        assert_eq!(l.value.pairs, vec![]);
+        assert!(l.dropped.covers("pairs"));
     }
 
     #[test]
     fn syntax_errors_are_all_reported_with_their_places() {
-        let problems = parse::<Doc>("name = \nsize = 'x\n").unwrap_err();
+        let problems = parse::<Doc>("name = \nsize = 'x\n", ArrayPaths::Indexed).unwrap_err();
         assert!(problems.len() >= 2, "{problems:?}");
         assert!(problems.iter().all(|d| d.key.is_none()));
         assert_eq!(problems[0].location.map(|(l, _)| l), Some(1));
-        assert!(problems.iter().any(|d| d.location.map(|(l, _)| l) == Some(2)));
+        assert!(
+            problems
+                .iter()
+                .any(|d| d.location.map(|(l, _)| l) == Some(2))
+        );
     }
 
     #[test]
     fn a_missing_key_is_placed_at_its_closest_parent_in_the_file() {
         let text = "name = \"x\"\n[section]\non = true\n[[pairs]]\na = 1\n";
-        let l = parse::<Doc>(text).unwrap();
+        let l = parse::<Doc>(text, ArrayPaths::Indexed).unwrap();
         let at = |s: &str| text.find(s).map(|i| i..i + s.len());
         assert_eq!(l.spans.key_span("name"), at("name"));
         assert_eq!(l.spans.key_span("section.tags"), at("section"));

@@ -1,8 +1,10 @@
 //! The config file: its typed model, loading with located diagnostics, and validation.
+//! `located` is the located parsing itself, shared with the control service's config.
 
 pub mod diagnostic;
 pub mod duration;
 pub mod load;
+pub mod located;
 pub mod model;
 mod validate;
 

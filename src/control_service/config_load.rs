@@ -1,19 +1,15 @@
 //! Reads `control.toml` into a [`LoadedControlConfig`], or into every problem it has,
-//! each as `file:line:col: key: message` (the daemon's config format, see
-//! `config/load.rs`): syntax errors from toml's recovering parser, then serde errors
-//! one at a time (dropping the offending key and retrying, so every wrong key shows in
-//! one run), then the cross-field rules, then the secret files.
+//! each as `file:line:col: key: message`, as for the daemon's config: syntax and type
+//! errors (all at once, see `config/located.rs`), then the cross-field rules, then the
+//! secret files.
 
 use super::config::{ControlConfig, endpoint_text, validate};
 use super::provision::local::{KeyPair, LocalSettings};
 use crate::config::diagnostic::{ConfigError, Diagnostic};
+use crate::config::load::read_config_file;
+use crate::config::located::{self, ArrayPaths, Located};
 use crate::secrets::{Secret, source};
-use serde::Deserialize;
-use std::collections::BTreeMap;
-use std::ops::Range;
 use std::path::{Path, PathBuf};
-use toml::Spanned;
-use toml::de::{DeTable, DeValue};
 
 /// A valid config with the secrets it names, read (a bad secret file is a config
 /// error, reported before anything starts).
@@ -30,17 +26,10 @@ pub fn load(
     path: &Path,
     credentials_dir: Option<&Path>,
 ) -> Result<LoadedControlConfig, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        let hint = if e.kind() == std::io::ErrorKind::NotFound {
-            "; create it (see control.example.toml) or pass --config / HUBKEEPER_CONTROL_CONFIG"
-        } else {
-            ""
-        };
-        ConfigError::single(
-            path.to_path_buf(),
-            format!("cannot read the config file: {e}{hint}"),
-        )
-    })?;
+    let text = read_config_file(
+        path,
+        "; create it (see control.example.toml) or pass --config / HUBKEEPER_CONTROL_CONFIG",
+    )?;
     let base = path.parent().unwrap_or(Path::new("."));
     parse(&text, path, base, credentials_dir)
 }
@@ -58,48 +47,16 @@ pub fn parse(
             problems,
         }
     };
-    let (mut table, syntax) = DeTable::parse_recoverable(text);
-    if !syntax.is_empty() {
-        return Err(fail(
-            syntax
-                .iter()
-                .map(|e| Diagnostic::new(None, e.message().trim()).at(text, e.span()))
-                .collect(),
-        ));
-    }
-    table.get_mut().make_owned();
-    let index = SpanIndex::build(table.get_ref());
-
-    let mut problems = Vec::new();
-    let mut removed: Vec<String> = Vec::new();
-    let parsed = loop {
-        match ControlConfig::deserialize(toml::de::Deserializer::from(table.clone())) {
-            Ok(cfg) => break Some(cfg),
-            Err(e) => {
-                let key = e.span().and_then(|s| index.deepest_at(s.start));
-                problems.push(Diagnostic::new(key.clone(), e.message().trim()).at(text, e.span()));
-                // A wrong array entry (not a table) goes with its whole array.
-                let key = key.map(|k| match k.strip_suffix(']') {
-                    Some(rest) => rest[..rest.rfind('[').unwrap_or(rest.len())].to_owned(),
-                    None => k,
-                });
-                match key {
-                    Some(k) if remove_key(table.get_mut(), &k) => removed.push(k),
-                    _ => break None,
-                }
-            }
-        }
-    };
-    let Some(mut cfg) = parsed else {
-        return Err(fail(problems));
-    };
+    let Located {
+        value: mut cfg,
+        mut problems,
+        spans,
+        dropped,
+    } = located::parse::<ControlConfig>(text, ArrayPaths::Indexed).map_err(fail)?;
     resolve_paths(&mut cfg, base);
     for (key, message) in validate(&cfg) {
-        let under_removed = removed
-            .iter()
-            .any(|r| key == *r || key.starts_with(&format!("{r}.")));
-        if !under_removed {
-            let span = index.key_span(&key);
+        if !dropped.covers(&key) {
+            let span = spans.key_span(&key);
             problems.push(Diagnostic::new(Some(key), message).at(text, span));
         }
     }
@@ -111,7 +68,7 @@ pub fn parse(
     let mut take = |key: String, r: Result<Secret, source::SourceError>| match r {
         Ok(s) => Some(s),
         Err(e) => {
-            let span = index.key_span(&key);
+            let span = spans.key_span(&key);
             secret_problems.push(Diagnostic::new(Some(key), e.to_string()).at(text, span));
             None
         }
@@ -126,8 +83,8 @@ pub fn parse(
             .iter()
             .enumerate()
             .map(|(i, k)| {
-                // Array entries have no key of their own in the span index: point at
-                // the array.
+                // Named as the span index names array entries, so that a problem
+                // points at its own key in its `[[provisioner.local.keys]]` entry.
                 let at = "provisioner.local.keys";
                 let id = take(
                     format!("{at}[{i}].access_key_id_file"),
@@ -178,111 +135,6 @@ fn resolve_paths(cfg: &mut ControlConfig, base: &Path) {
             fix(&mut k.secret_access_key_file);
         }
     }
-}
-
-/// Byte spans of every key and value by dotted path (array-of-tables entries as
-/// `key[i]`), to turn serde's byte offsets into key names and to place rule violations.
-struct SpanIndex {
-    entries: BTreeMap<String, (Range<usize>, Range<usize>)>,
-}
-
-impl SpanIndex {
-    fn build(root: &DeTable<'_>) -> Self {
-        fn walk_value(
-            v: &Spanned<DeValue<'_>>,
-            path: &str,
-            out: &mut BTreeMap<String, (Range<usize>, Range<usize>)>,
-        ) {
-            match v.get_ref() {
-                DeValue::Table(inner) => walk(inner, path, out),
-                DeValue::Array(items) => {
-                    for (i, item) in items.iter().enumerate() {
-                        let p = format!("{path}[{i}]");
-                        out.insert(p.clone(), (item.span(), item.span()));
-                        walk_value(item, &p, out);
-                    }
-                }
-                _ => {}
-            }
-        }
-        fn walk(
-            t: &DeTable<'_>,
-            prefix: &str,
-            out: &mut BTreeMap<String, (Range<usize>, Range<usize>)>,
-        ) {
-            for (k, v) in t.iter() {
-                let path = if prefix.is_empty() {
-                    k.get_ref().to_string()
-                } else {
-                    format!("{prefix}.{}", k.get_ref())
-                };
-                out.insert(path.clone(), (k.span(), v.span()));
-                walk_value(v, &path, out);
-            }
-        }
-        let mut entries = BTreeMap::new();
-        walk(root, "", &mut entries);
-        Self { entries }
-    }
-
-    /// The deepest key whose key or value contains byte `pos`.
-    fn deepest_at(&self, pos: usize) -> Option<String> {
-        self.entries
-            .iter()
-            .filter(|(_, (k, v))| k.contains(&pos) || v.contains(&pos) || v.start == pos)
-            .max_by_key(|(path, _)| path.matches(['.', '[']).count())
-            .map(|(path, _)| path.clone())
-    }
-
-    /// The span of `key`, or of its closest parent present in the file.
-    fn key_span(&self, key: &str) -> Option<Range<usize>> {
-        let mut k = key;
-        loop {
-            if let Some((span, _)) = self.entries.get(k) {
-                return Some(span.clone());
-            }
-            k = &k[..k.rfind(['.', '['])?];
-        }
-    }
-}
-
-/// Removes the key at a dotted path (with `[i]` array steps before the last key) from
-/// the parsed document.
-fn remove_key(root: &mut DeTable<'_>, path: &str) -> bool {
-    let mut steps: Vec<(&str, Option<usize>)> = Vec::new();
-    for part in path.split('.') {
-        match part.split_once('[') {
-            Some((name, idx)) => {
-                let Ok(i) = idx.trim_end_matches(']').parse() else {
-                    return false;
-                };
-                steps.push((name, Some(i)));
-            }
-            None => steps.push((part, None)),
-        }
-    }
-    let Some((last, None)) = steps.pop() else {
-        return false;
-    };
-    let mut t = root;
-    for (name, idx) in steps {
-        let Some(v) = t.get_mut(name).map(Spanned::get_mut) else {
-            return false;
-        };
-        let v = match (v, idx) {
-            (v, None) => v,
-            (DeValue::Array(items), Some(i)) => match items.get_mut(i) {
-                Some(item) => item.get_mut(),
-                None => return false,
-            },
-            _ => return false,
-        };
-        match v {
-            DeValue::Table(inner) => t = inner,
-            _ => return false,
-        }
-    }
-    t.remove(last).is_some()
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 //! conditions with deadlines instead of sleeping.
 #![allow(dead_code)]
 
+pub mod dns;
 pub mod s3;
 pub mod stack;
 

@@ -199,7 +199,8 @@ pub fn managed_config(url: &str, metrics_port: u16, extra_tunnel: &str) -> Strin
         "{BASE}enabled = true\nmode = \"managed\"\nhub_id = \"hub-1\"\n\
 [managed]\nurl = \"{url}\"\ntoken_file = \"control-token\"\naccount_id = \"acct-1\"\nlicense_id = \"lic-1\"\nrequested_subdomain = \"acme\"\nrequest_timeout = \"2s\"\n\
 [tunnel]\ncloudflared = \"{STANDIN}\"\nmetrics = \"127.0.0.1:{metrics_port}\"\ngrace_period = \"3s\"\nready_timeout = \"10s\"\nrestart_after_failed_probes = 2\nbackoff_initial = \"200ms\"\nbackoff_max = \"800ms\"\n{extra_tunnel}\
-[health]\ninterval = \"1s\"\n[backup]\nenabled = false\n"
+[health]\ninterval = \"1s\"\ndns_resolver = \"{}\"\n[backup]\nenabled = false\n",
+        super::dns::hub_test_zone().addr
     )
 }
 

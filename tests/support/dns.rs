@@ -1,0 +1,73 @@
+//! A real DNS server on loopback UDP for the DNS health check: names under the zone
+//! it serves resolve to 127.0.0.1, others are NXDOMAIN; it can also be told to stay
+//! silent (so a query times out). Built on hickory's wire types.
+
+use hickory_resolver::proto::op::{Message, OpCode, ResponseCode};
+use hickory_resolver::proto::rr::rdata::A;
+use hickory_resolver::proto::rr::{RData, Record, RecordType};
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+
+pub struct DnsServer {
+    pub addr: SocketAddr,
+    silent: Arc<AtomicBool>,
+}
+
+impl DnsServer {
+    /// Serves names ending in `.{zone}`.
+    pub fn start(zone: &str) -> DnsServer {
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = sock.local_addr().unwrap();
+        let silent = Arc::new(AtomicBool::new(false));
+        let quiet = silent.clone();
+        let suffix = format!(".{}", zone.trim_matches('.'));
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 1500];
+            loop {
+                let Ok((n, peer)) = sock.recv_from(&mut buf) else {
+                    return;
+                };
+                if quiet.load(Ordering::Relaxed) {
+                    continue;
+                }
+                let Ok(query) = Message::from_vec(&buf[..n]) else {
+                    continue;
+                };
+                let mut resp = Message::response(query.metadata.id, OpCode::Query);
+                resp.metadata.authoritative = true;
+                resp.metadata.recursion_desired = query.metadata.recursion_desired;
+                resp.metadata.recursion_available = true;
+                for q in &query.queries {
+                    resp.add_query(q.clone());
+                    let name = q.name().to_ascii().to_ascii_lowercase();
+                    let name = name.trim_end_matches('.');
+                    if !name.ends_with(&suffix) {
+                        resp.metadata.response_code = ResponseCode::NXDomain;
+                    } else if q.query_type() == RecordType::A {
+                        resp.add_answer(Record::from_rdata(
+                            q.name().clone(),
+                            60,
+                            RData::A(A(Ipv4Addr::LOCALHOST)),
+                        ));
+                    }
+                }
+                if let Ok(bytes) = resp.to_vec() {
+                    let _ = sock.send_to(&bytes, peer);
+                }
+            }
+        });
+        DnsServer { addr, silent }
+    }
+
+    /// Stops answering (queries then time out), or answers again.
+    pub fn set_silent(&self, silent: bool) {
+        self.silent.store(silent, Ordering::Relaxed);
+    }
+}
+
+/// One server per test process for the control service's zone `hub.test`.
+pub fn hub_test_zone() -> &'static DnsServer {
+    static DNS: OnceLock<DnsServer> = OnceLock::new();
+    DNS.get_or_init(|| DnsServer::start("hub.test"))
+}
