@@ -130,6 +130,14 @@ impl S3Server {
     }
 }
 
+impl S3Server {
+    /// Sends `sig` to rclone: SIGSTOP makes a hung store (connections accepted, no
+    /// answers), SIGCONT revives it.
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), sig).unwrap();
+    }
+}
+
 impl Drop for S3Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
