@@ -376,6 +376,29 @@ mod tests {
     }
 
     #[test]
+    fn a_problem_with_no_key_to_drop_ends_with_all_found_so_far() {
+        // `a` is missing from the top table itself: there is no key to drop, and a
+        // retry would fail the same way.
+        let text = "# pair\nb = \"x\"\n";
+        let problems = parse::<Pair>(text, ArrayPaths::Indexed).unwrap_err();
+        let shown: Vec<_> = problems
+            .iter()
+            .map(|d| (d.location, d.key.as_deref(), d.message.as_str()))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                (Some((1, 1)), None, "missing field `a`"),
+                (
+                    Some((2, 5)),
+                    Some("b"),
+                    "invalid type: string \"x\", expected u32"
+                ),
+            ]
+        );
+    }
+
+    #[test]
     fn syntax_errors_are_all_reported_with_their_places() {
         let problems = parse::<Doc>("name = \nsize = 'x\n", ArrayPaths::Indexed).unwrap_err();
         assert!(problems.len() >= 2, "{problems:?}");
