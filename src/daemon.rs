@@ -8,6 +8,7 @@ use crate::api::ApiError;
 use crate::api::listener::{self, BindError};
 use crate::api::peer::PostPolicy;
 use crate::api::server::{self, Context, Limits};
+use crate::backup::{BackupTargets, BackupView, Backups, RunNow};
 use crate::commands::{Command, CommandRequest, Outcome, Reply};
 use crate::compose::{Inputs, compose};
 use crate::config::{self, Config, ConfigError, LoadedConfig, Mode};
@@ -72,6 +73,7 @@ pub async fn run(
     let engines = CancellationToken::new();
     let (supervisor, tunnel_view, supervisor_task) = Supervisor::start();
     let loaded = Arc::new(loaded);
+    let (backups, backup_view, backup_task) = Backups::start(store.clone(), engines.clone());
     let (managed, managed_view, managed_task) =
         Managed::start(loaded.clone(), store, supervisor, engines.clone());
     let (health, health_view, health_task) = Health::start(engines.clone());
@@ -84,6 +86,8 @@ pub async fn run(
         tunnel_view,
         health,
         health_view,
+        backups,
+        backup_view,
         pending: JoinSet::new(),
         config_errors: Vec::new(),
         restart_required: Vec::new(),
@@ -160,7 +164,11 @@ pub async fn run(
                 }
             }
             Ok(()) = d.managed_view.changed() => {
-                d.update_health_targets();
+                d.update_targets();
+                d.refresh();
+            }
+            Ok(()) = d.backup_view.changed() => {
+                d.metrics.set_backup(&d.backup_view.borrow());
                 d.refresh();
             }
             Ok(()) = d.health_view.changed() => d.refresh(),
@@ -184,6 +192,7 @@ pub async fn run(
     drop(d.managed);
     let _ = supervisor_task.await;
     let _ = health_task.await;
+    let _ = backup_task.await;
     api_stop.cancel();
     let _ = api.await;
     drop(socket_guard);
@@ -199,6 +208,8 @@ struct Daemon {
     tunnel_view: watch::Receiver<TunnelView>,
     health: Health,
     health_view: watch::Receiver<HealthView>,
+    backups: Backups,
+    backup_view: watch::Receiver<BackupView>,
     /// API requests waiting on another component (rotation, a health-check run).
     pending: JoinSet<(Reply, Result<StatusCode, ApiError>)>,
     /// The settings the process started with; socket and secrets_dir need a restart.
@@ -224,6 +235,7 @@ impl Daemon {
             managed: &self.managed_view.borrow(),
             tunnel: &self.tunnel_view.borrow(),
             health: &self.health_view.borrow(),
+            backup: &self.backup_view.borrow(),
         })
     }
 
@@ -259,7 +271,7 @@ impl Daemon {
                 }
                 self.loaded = Arc::new(new);
                 self.managed.reconfigure(self.loaded.clone());
-                self.update_health_targets();
+                self.update_targets();
                 self.config_errors.clear();
                 self.metrics.count_reload("applied");
                 tracing::info!("config reloaded");
@@ -310,17 +322,40 @@ impl Daemon {
                 });
                 return;
             }
-            Command::Backup => Err(ApiError::conflict(
-                "backups_disabled",
-                "backups are not available in this build of hubkeeper",
-            )),
+            Command::Backup => {
+                let (tx, rx) = oneshot::channel();
+                self.backups.run_now(tx);
+                self.pending.spawn(async move {
+                    let answer = match rx.await.unwrap_or(RunNow::Unavailable) {
+                        RunNow::Started => Ok(StatusCode::ACCEPTED),
+                        RunNow::AlreadyRunning => Err(ApiError::conflict("backup_running", "a backup is already running")),
+                        RunNow::Unavailable => Err(ApiError::conflict(
+                            "backups_disabled",
+                            "backups are disabled (enabled = false, backup.enabled = false, or not enrolled yet)",
+                        )),
+                    };
+                    (req.reply, answer)
+                });
+                return;
+            }
         };
         self.reply(req.reply, result);
     }
 
-    /// What the health checks look at follows the enrollment and the config.
-    fn update_health_targets(&self) {
+    /// What the health checks and backups work on follows the enrollment and the
+    /// config.
+    fn update_targets(&self) {
         let cfg = &self.loaded.config;
+        let backups = match (&self.managed_view.borrow().enrollment, &cfg.hub_id) {
+            (Some(e), Some(hub)) if cfg.enabled && cfg.backup.enabled => Some(BackupTargets {
+                hub_id: hub.as_str().to_owned(),
+                target: e.r2.clone(),
+                config: Arc::new(cfg.clone()),
+                enrolled_at: e.enrolled_at,
+            }),
+            _ => None,
+        };
+        self.backups.set_targets(backups);
         let targets = match (&self.managed_view.borrow().enrollment, &cfg.hub_id) {
             (Some(e), Some(hub)) if cfg.enabled => Some(Targets {
                 hostname: e.hostname.clone(),

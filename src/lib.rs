@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod backoff;
+pub mod backup;
 pub mod client;
 pub mod commands;
 pub mod compose;

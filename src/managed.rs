@@ -44,6 +44,7 @@ pub struct EnrollmentInfo {
     /// When the keys were last changed by this process (enroll, rotation): R2 can take
     /// up to a minute to accept new keys. `None` for keys found on disk at start.
     pub keys_since: Option<SystemTime>,
+    pub enrolled_at: Option<SystemTime>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -484,6 +485,7 @@ fn info(cfg: &Config, s: &Stored, keys_since: Option<SystemTime>) -> EnrollmentI
             path_style: cfg.r2.force_path_style,
         },
         keys_since,
+        enrolled_at: humantime::parse_rfc3339(&e.enrolled_at).ok(),
     }
 }
 

@@ -30,6 +30,10 @@ pub struct Metrics {
     state: Family<StateLabel, Gauge>,
     /// Config reloads by result (`applied`, `unchanged`, `refused`).
     pub config_reloads: Family<ResultLabel, Counter>,
+    backup_last_success: Gauge<f64, AtomicU64>,
+    backup_last_duration: Gauge<f64, AtomicU64>,
+    backup_last_bytes_added: Gauge,
+    backup_failures: Gauge,
 }
 
 impl Default for Metrics {
@@ -64,12 +68,41 @@ impl Metrics {
             "Config reloads by result",
             config_reloads.clone(),
         );
+        let backup_last_success = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "backup_last_success_timestamp_seconds",
+            "Unix time of the last successful backup (0: none yet)",
+            backup_last_success.clone(),
+        );
+        let backup_last_duration = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "backup_last_duration_seconds",
+            "Duration of the last successful backup",
+            backup_last_duration.clone(),
+        );
+        let backup_last_bytes_added = Gauge::default();
+        registry.register(
+            "backup_last_bytes_added",
+            "Bytes the last successful backup added to the repository",
+            backup_last_bytes_added.clone(),
+        );
+        // A gauge mirroring the persisted count, so it survives restarts as a total.
+        let backup_failures = Gauge::default();
+        registry.register(
+            "backup_failures",
+            "Failed backup runs, in all (kept across restarts)",
+            backup_failures.clone(),
+        );
         Self {
             registry,
             started: Instant::now(),
             uptime,
             state,
             config_reloads,
+            backup_last_success,
+            backup_last_duration,
+            backup_last_bytes_added,
+            backup_failures,
         }
     }
 
@@ -77,6 +110,20 @@ impl Metrics {
         self.config_reloads
             .get_or_create(&ResultLabel { result })
             .inc();
+    }
+
+    pub fn set_backup(&self, b: &crate::backup::BackupView) {
+        let secs = |t: std::time::SystemTime| {
+            t.duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64())
+        };
+        self.backup_last_success
+            .set(b.last_success.map_or(0.0, secs));
+        self.backup_last_duration
+            .set(b.last_duration.map_or(0.0, |d| d.as_secs_f64()));
+        self.backup_last_bytes_added
+            .set(b.last_bytes_added.map_or(0, |n| n as i64));
+        self.backup_failures.set(b.failures_total as i64);
     }
 
     pub fn render(&self, snap: &Snapshot) -> String {

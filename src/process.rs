@@ -10,15 +10,14 @@ use tokio::process::{Child, Command};
 /// systemd READY=1 on our behalf (it calls sd_notify after connecting).
 const STRIPPED_ENV: [&str; 3] = ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"];
 
-/// Spawns `cmd` as a supervised child named `name` (used as the `child` log field).
-pub fn spawn(mut cmd: Command, name: &'static str) -> std::io::Result<Child> {
+/// Makes `cmd` a supervised child: stripped environment, its own process group,
+/// killed with the daemon. Its stdio is the caller's business.
+pub fn prepare(cmd: &mut Command) {
     for var in STRIPPED_ENV {
         cmd.env_remove(var);
     }
     let parent = nix::unistd::getpid();
     cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
         // Its own group: one signal reaches everything it started, and a Ctrl-C in a
         // terminal running the daemon does not hit it directly.
         .process_group(0)
@@ -38,6 +37,13 @@ pub fn spawn(mut cmd: Command, name: &'static str) -> std::io::Result<Child> {
             Ok(())
         });
     }
+}
+
+/// Spawns `cmd` as a supervised child named `name` (the `child` log field), with its
+/// stdout and stderr lines forwarded to our log.
+pub fn spawn(mut cmd: Command, name: &'static str) -> std::io::Result<Child> {
+    prepare(&mut cmd);
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = cmd.spawn()?;
     let pid = child.id().unwrap_or(0);
     if let Some(out) = child.stdout.take() {

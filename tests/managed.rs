@@ -263,11 +263,27 @@ fn a_cloudflared_ignoring_sigterm_is_killed_after_grace_and_margin() {
     );
 }
 
+/// Sets the top-level `enabled` (the first line that starts with it), as an admin
+/// would, leaving `[backup] enabled` alone.
+fn set_enabled(d: &Daemon, on: bool) {
+    let text = std::fs::read_to_string(&d.config).unwrap();
+    let mut done = false;
+    let lines: Vec<String> = text
+        .lines()
+        .map(|l| {
+            if !done && l.starts_with("enabled = ") {
+                done = true;
+                format!("enabled = {on}")
+            } else {
+                l.to_owned()
+            }
+        })
+        .collect();
+    save_like_an_editor(&d.config, &(lines.join("\n") + "\n"));
+}
+
 fn disabled(d: &Daemon) {
-    let text = std::fs::read_to_string(&d.config)
-        .unwrap()
-        .replace("enabled = true", "enabled = false");
-    save_like_an_editor(&d.config, &text);
+    set_enabled(d, false);
 }
 
 #[test]
@@ -366,10 +382,7 @@ fn enabling_again_enrolls_afresh() {
             .as_str()
             .is_some_and(|n| n.starts_with("disabled "))
     });
-    let text = std::fs::read_to_string(&d.config)
-        .unwrap()
-        .replace("enabled = false", "enabled = true");
-    save_like_an_editor(&d.config, &text);
+    set_enabled(&d, true);
     let s = d.wait_status("ready again", ready);
     assert_ne!(s["tunnel_id"], first, "a new tunnel after a disable");
 }

@@ -256,6 +256,13 @@ pub struct Backup {
     pub keep_daily: u32,
     pub keep_weekly: u32,
     pub keep_monthly: u32,
+    /// A run (backup and retention) still going after this is killed and counts as
+    /// failed: rustic has no request timeout of its own.
+    pub timeout: HumanDuration,
+    /// CPU niceness of rustic (0-19): backups yield to the hub.
+    pub nice: u8,
+    /// Give rustic the idle I/O class, so it only uses the disk when nobody else does.
+    pub io_idle: bool,
 }
 
 impl Default for Backup {
@@ -268,6 +275,9 @@ impl Default for Backup {
             keep_daily: 7,
             keep_weekly: 4,
             keep_monthly: 6,
+            timeout: HumanDuration::secs(12 * 3600),
+            nice: 10,
+            io_idle: true,
         }
     }
 }

@@ -121,8 +121,20 @@ pub fn validate(cfg: &Config) -> Vec<(String, String)> {
                     .into(),
             );
         }
-        if b.interval.get() < Duration::from_secs(60) {
-            bad("backup.interval", "must be at least 1m".into());
+        if b.interval.get() < Duration::from_secs(10) {
+            bad("backup.interval", "must be at least 10s".into());
+        }
+        if b.nice > 19 {
+            bad(
+                "backup.nice",
+                format!(
+                    "{} is not a niceness: use 0 (normal) to 19 (lowest)",
+                    b.nice
+                ),
+            );
+        }
+        if b.timeout.get() < Duration::from_secs(10) {
+            bad("backup.timeout", "must be at least 10s".into());
         }
     }
 

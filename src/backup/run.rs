@@ -1,0 +1,323 @@
+//! One backup run with the real rustic: `backup --init --json`, then `forget --prune`.
+//!
+//! rustic exits 0 when it is killed (SIGINT/SIGTERM) and when files are unreadable
+//! (only a WARN line says so), so success is not read from the exit code alone: a run
+//! we stopped is a failure whatever rustic says, and WARN lines make it partial.
+
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// Time rustic gets to stop after SIGINT before SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(30);
+/// stderr lines kept to explain a failure.
+const KEEP_LINES: usize = 5;
+
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    pub rustic: PathBuf,
+    /// The profile path without `.toml` (`rustic -P` adds it).
+    pub profile: PathBuf,
+    pub timeout: Duration,
+    pub nice: u8,
+    pub io_idle: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Snapshot {
+    pub id: String,
+    pub files: u64,
+    pub bytes_added: u64,
+    pub duration: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Success {
+    pub snapshot: Snapshot,
+    /// WARN lines (unreadable files...): the snapshot exists but is incomplete.
+    pub warnings: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RunError {
+    #[error("cannot run rustic at {0}: no such file")]
+    Missing(PathBuf),
+    #[error("cannot run rustic at {path}: {reason}")]
+    Spawn { path: PathBuf, reason: String },
+    #[error("rustic {step} failed ({how}): {detail}")]
+    Failed {
+        step: &'static str,
+        how: String,
+        detail: String,
+    },
+    #[error("rustic {step} was still running after the backup timeout ({}); it was killed", humantime::format_duration(*.timeout))]
+    TimedOut {
+        step: &'static str,
+        timeout: Duration,
+    },
+    #[error("the backup was stopped before it finished")]
+    Stopped,
+    #[error("rustic backup printed no snapshot ({0})")]
+    NoSnapshot(String),
+}
+
+impl RunError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            RunError::Missing(_) => "rustic_missing",
+            RunError::Spawn { .. } => "rustic_spawn_failed",
+            RunError::Failed { step: "forget", .. } => "backup_retention_failed",
+            RunError::Failed { .. } | RunError::NoSnapshot(_) => "backup_failed",
+            RunError::TimedOut { .. } => "backup_timeout",
+            RunError::Stopped => "backup_stopped",
+        }
+    }
+
+    pub fn hint(&self) -> &'static str {
+        match self {
+            RunError::Missing(_) => {
+                "install rustic (e.g. `cargo install rustic-rs --locked`, or a release binary) or fix backup.rustic in the config"
+            }
+            RunError::Spawn { .. } => "check that backup.rustic is an executable rustic binary",
+            RunError::Failed { step: "forget", .. } => {
+                "the snapshot was saved but old ones were not pruned: see rustic's lines in hubkeeper's journal"
+            }
+            RunError::Failed { .. } | RunError::NoSnapshot(_) => {
+                "see rustic's lines in hubkeeper's journal (journalctl -u hubkeeper); hubkeeper retries with backoff"
+            }
+            RunError::TimedOut { .. } => {
+                "the backup took longer than backup.timeout: check the R2 connection and the size of backup.paths, or raise backup.timeout"
+            }
+            RunError::Stopped => {
+                "hubkeeper was stopped or disabled during the backup; the next one runs as scheduled"
+            }
+        }
+    }
+}
+
+/// Runs backup then retention. `stop` ends it early (recorded as [`RunError::Stopped`]).
+pub async fn run(inv: &Invocation, stop: &CancellationToken) -> Result<Success, RunError> {
+    let deadline = Instant::now() + inv.timeout;
+    let out = step(
+        inv,
+        "backup",
+        &["backup", "--init", "--json"],
+        deadline,
+        stop,
+    )
+    .await?;
+    let snapshot = parse_snapshot(&out.stdout)?;
+    tracing::info!(
+        snapshot = %snapshot.id,
+        files = snapshot.files,
+        bytes_added = snapshot.bytes_added,
+        warnings = out.warnings,
+        "backup saved"
+    );
+    step(inv, "forget", &["forget", "--prune"], deadline, stop).await?;
+    Ok(Success {
+        snapshot,
+        warnings: out.warnings,
+    })
+}
+
+struct StepOut {
+    stdout: Vec<u8>,
+    warnings: usize,
+}
+
+async fn step(
+    inv: &Invocation,
+    name: &'static str,
+    args: &[&str],
+    deadline: Instant,
+    stop: &CancellationToken,
+) -> Result<StepOut, RunError> {
+    let mut cmd = Command::new(&inv.rustic);
+    cmd.arg("-P")
+        .arg(&inv.profile)
+        .arg("--no-progress")
+        .args(args);
+    crate::process::prepare(&mut cmd);
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    lower_priority(&mut cmd, inv.nice, inv.io_idle);
+    let mut child = cmd.spawn().map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => RunError::Missing(inv.rustic.clone()),
+        _ => RunError::Spawn {
+            path: inv.rustic.clone(),
+            reason: e.to_string(),
+        },
+    })?;
+    let pid = child.id().unwrap_or(0);
+    let mut stdout = child.stdout.take().expect("piped");
+    let stderr = child.stderr.take().expect("piped");
+    let reader = tokio::spawn(async move {
+        let mut buf = Vec::new();
+        let _ = stdout.read_to_end(&mut buf).await;
+        buf
+    });
+    let lines = tokio::spawn(watch_stderr(stderr, pid));
+
+    let ended = tokio::select! {
+        s = child.wait() => Ok(s),
+        () = tokio::time::sleep_until(deadline) => Err(RunError::TimedOut { step: name, timeout: inv.timeout }),
+        () = stop.cancelled() => Err(RunError::Stopped),
+    };
+    let status = match ended {
+        Ok(s) => s,
+        Err(e) => {
+            stop_child(&mut child).await;
+            return Err(e);
+        }
+    };
+    let stdout = reader.await.unwrap_or_default();
+    let (warnings, last) = lines.await.unwrap_or_default();
+    match status {
+        Ok(s) if s.success() => Ok(StepOut { stdout, warnings }),
+        Ok(s) => Err(RunError::Failed {
+            step: name,
+            how: match (s.code(), s.signal()) {
+                (Some(c), _) => format!("exit code {c}"),
+                (_, Some(sig)) => format!("killed by signal {sig}"),
+                _ => "failed".into(),
+            },
+            detail: if last.is_empty() {
+                "no output".into()
+            } else {
+                last.join(" | ")
+            },
+        }),
+        Err(e) => Err(RunError::Failed {
+            step: name,
+            how: "not waited for".into(),
+            detail: e.to_string(),
+        }),
+    }
+}
+
+/// Forwards rustic's stderr to our log; counts WARN lines and keeps the last lines.
+async fn watch_stderr(stderr: tokio::process::ChildStderr, pid: u32) -> (usize, Vec<String>) {
+    let mut lines = BufReader::new(stderr).lines();
+    let mut warnings = 0;
+    let mut last = std::collections::VecDeque::new();
+    while let Ok(Some(line)) = lines.next_line().await {
+        if line.contains("WARN") {
+            warnings += 1;
+            tracing::warn!(child = "rustic", pid, "{line}");
+        } else {
+            tracing::info!(child = "rustic", pid, "{line}");
+        }
+        if !line.trim().is_empty() {
+            if last.len() == KEEP_LINES {
+                last.pop_front();
+            }
+            last.push_back(line);
+        }
+    }
+    (warnings, last.into_iter().collect())
+}
+
+/// SIGINT to the group (rustic stops cleanly on it), SIGKILL after a grace period.
+async fn stop_child(child: &mut Child) {
+    let Some(pid) = child.id() else {
+        let _ = child.wait().await;
+        return;
+    };
+    let group = nix::unistd::Pid::from_raw(pid as i32);
+    let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGINT);
+    if tokio::time::timeout(STOP_GRACE, child.wait())
+        .await
+        .is_err()
+    {
+        let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+        let _ = child.wait().await;
+    }
+}
+
+/// CPU niceness and the idle I/O class, best effort: the unit's syscall filter may
+/// forbid them, and a backup at normal priority beats no backup.
+fn lower_priority(cmd: &mut Command, nice: u8, io_idle: bool) {
+    // SAFETY: runs in the forked child before exec; setpriority and the ioprio_set
+    // syscall are async-signal-safe and their failures are ignored.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::setpriority(libc::PRIO_PROCESS, 0, libc::c_int::from(nice));
+            if io_idle {
+                const IOPRIO_WHO_PROCESS: libc::c_int = 1;
+                const IOPRIO_CLASS_IDLE: libc::c_int = 3;
+                const IOPRIO_CLASS_SHIFT: libc::c_int = 13;
+                libc::syscall(
+                    libc::SYS_ioprio_set,
+                    IOPRIO_WHO_PROCESS,
+                    0,
+                    IOPRIO_CLASS_IDLE << IOPRIO_CLASS_SHIFT,
+                );
+            }
+            Ok(())
+        });
+    }
+}
+
+/// The snapshot `backup --json` printed (the last JSON object on stdout: one per
+/// `[[backup.snapshots]]` entry).
+fn parse_snapshot(stdout: &[u8]) -> Result<Snapshot, RunError> {
+    let last = serde_json::Deserializer::from_slice(stdout)
+        .into_iter::<serde_json::Value>()
+        .filter_map(Result::ok)
+        .last()
+        .ok_or_else(|| RunError::NoSnapshot("its output was not JSON".into()))?;
+    let id = last["id"]
+        .as_str()
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| RunError::NoSnapshot("no snapshot id".into()))?
+        .to_owned();
+    let s = &last["summary"];
+    let secs = s["backup_duration"]
+        .as_f64()
+        .or_else(|| s["total_duration"].as_f64())
+        .unwrap_or(0.0);
+    Ok(Snapshot {
+        id,
+        files: s["total_files_processed"].as_u64().unwrap_or(0),
+        bytes_added: s["data_added"].as_u64().unwrap_or(0),
+        duration: Duration::from_secs_f64(secs.max(0.0)),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_last_snapshot_object() {
+        let out = br#"{"id":"aaa","summary":{"total_files_processed":1}}
+{"id":"bbb","summary":{"total_files_processed":7,"data_added":1234,"backup_duration":1.5}}"#;
+        let s = parse_snapshot(out).unwrap();
+        assert_eq!(s.id, "bbb");
+        assert_eq!(s.files, 7);
+        assert_eq!(s.bytes_added, 1234);
+        assert_eq!(s.duration, Duration::from_millis(1500));
+        assert!(matches!(
+            parse_snapshot(b"oops"),
+            Err(RunError::NoSnapshot(_))
+        ));
+    }
+
+    #[test]
+    fn codes_and_hints() {
+        let e = RunError::Missing("/usr/bin/rustic".into());
+        assert_eq!(e.code(), "rustic_missing");
+        assert!(e.hint().contains("install rustic"));
+        let f = RunError::Failed {
+            step: "forget",
+            how: "exit code 1".into(),
+            detail: "x".into(),
+        };
+        assert_eq!(f.code(), "backup_retention_failed");
+    }
+}

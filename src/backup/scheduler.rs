@@ -1,0 +1,449 @@
+//! The backup scheduler: one task owns when backups run and what is known of them.
+//!
+//! - every `backup.interval` after the last success; the first backup is due at once,
+//!   and a run missed while the daemon was down is caught up at start (the last run is
+//!   persisted in `secrets_dir/backup-state.json`, which only this task writes);
+//! - a little jitter, so hubs do not all hit R2 on the hour;
+//! - a failure is retried with backoff (1 minute doubling, at most the interval or an
+//!   hour), never in a loop;
+//! - one run at a time: a second request gets "already running";
+//! - overdue (no success for twice the interval, or none yet one interval after
+//!   enrollment) is tracked with its own timer, so it shows even when nothing else
+//!   happens;
+//! - when backups stop being wanted (disabled, not enrolled), a running one is stopped.
+
+use super::profile;
+use super::run::{self, Invocation, RunError};
+use crate::config::Config;
+use crate::r2::Target;
+use crate::secrets::SecretsStore;
+use crate::status::{BackupState, Component, StatusError, rfc3339};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+const STATE_FILE: &str = "backup-state.json";
+const RETRY_INITIAL: Duration = Duration::from_secs(60);
+const RETRY_MAX: Duration = Duration::from_secs(3600);
+
+/// What to back up and where. `None` while backups are not wanted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackupTargets {
+    pub hub_id: String,
+    pub target: Target,
+    pub config: Arc<Config>,
+    /// When this hub enrolled: a hub without backups is not overdue before one
+    /// interval has passed since then.
+    pub enrolled_at: Option<SystemTime>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackupView {
+    pub state: BackupState,
+    pub last_success: Option<SystemTime>,
+    pub last_snapshot_id: Option<String>,
+    pub next_run: Option<SystemTime>,
+    pub last_error: Option<String>,
+    /// For `errors[]`: the current failure or partial result, and overdue.
+    pub errors: Vec<StatusError>,
+    pub last_duration: Option<Duration>,
+    pub last_bytes_added: Option<u64>,
+    pub failures_total: u64,
+}
+
+impl Default for BackupView {
+    fn default() -> Self {
+        Self {
+            state: BackupState::Disabled,
+            last_success: None,
+            last_snapshot_id: None,
+            next_run: None,
+            last_error: None,
+            errors: Vec::new(),
+            last_duration: None,
+            last_bytes_added: None,
+            failures_total: 0,
+        }
+    }
+}
+
+/// The answer to "start a backup now".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunNow {
+    Started,
+    AlreadyRunning,
+    Unavailable,
+}
+
+#[derive(Debug, Clone)]
+pub struct Backups {
+    targets: watch::Sender<Option<Arc<BackupTargets>>>,
+    now: mpsc::Sender<oneshot::Sender<RunNow>>,
+}
+
+/// `backup-state.json`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct Persisted {
+    last_success: Option<String>,
+    last_snapshot_id: Option<String>,
+    last_attempt: Option<String>,
+    last_error: Option<String>,
+    consecutive_failures: u32,
+    failures_total: u64,
+    last_duration_ms: Option<u64>,
+    last_bytes_added: Option<u64>,
+    /// Unreadable files in the last run (it saved a snapshot without them).
+    last_warnings: usize,
+}
+
+impl Backups {
+    pub fn start(
+        store: SecretsStore,
+        shutdown: CancellationToken,
+    ) -> (Backups, watch::Receiver<BackupView>, JoinHandle<()>) {
+        let (targets_tx, targets_rx) = watch::channel(None);
+        let (now_tx, now_rx) = mpsc::channel(4);
+        let persisted = load(&store);
+        let (view_tx, view_rx) = watch::channel(BackupView::default());
+        let actor = Actor {
+            targets: targets_rx,
+            now: now_rx,
+            view: view_tx,
+            store,
+            persisted,
+            shutdown,
+            overdue: false,
+        };
+        (
+            Backups {
+                targets: targets_tx,
+                now: now_tx,
+            },
+            view_rx,
+            tokio::spawn(actor.run()),
+        )
+    }
+
+    pub fn set_targets(&self, t: Option<BackupTargets>) {
+        self.targets.send_if_modified(|cur| {
+            if cur.as_deref() == t.as_ref() {
+                false
+            } else {
+                *cur = t.map(Arc::new);
+                true
+            }
+        });
+    }
+
+    pub fn run_now(&self, reply: oneshot::Sender<RunNow>) {
+        if let Err(mpsc::error::TrySendError::Full(r) | mpsc::error::TrySendError::Closed(r)) =
+            self.now.try_send(reply)
+        {
+            let _ = r.send(RunNow::AlreadyRunning);
+        }
+    }
+}
+
+struct Actor {
+    targets: watch::Receiver<Option<Arc<BackupTargets>>>,
+    now: mpsc::Receiver<oneshot::Sender<RunNow>>,
+    view: watch::Sender<BackupView>,
+    store: SecretsStore,
+    persisted: Persisted,
+    shutdown: CancellationToken,
+    overdue: bool,
+}
+
+struct Running {
+    task: JoinHandle<Result<run::Success, RunError>>,
+    stop: CancellationToken,
+}
+
+impl Actor {
+    async fn run(mut self) {
+        let mut running: Option<Running> = None;
+        // Jitter is drawn once per schedule, not on every wake-up.
+        let mut jitter = Duration::ZERO;
+        loop {
+            let targets = self.targets.borrow().clone();
+            let Some(t) = targets else {
+                if let Some(r) = running.take() {
+                    tracing::info!("backups are no longer wanted: stopping the running backup");
+                    r.stop.cancel();
+                    let result = r.task.await.unwrap_or(Err(RunError::Stopped));
+                    self.record(result);
+                }
+                self.overdue = false;
+                self.publish(None, false, None);
+                tokio::select! {
+                    () = self.shutdown.cancelled() => return,
+                    r = self.targets.changed() => if r.is_err() { return },
+                    Some(reply) = self.now.recv() => { let _ = reply.send(RunNow::Unavailable); }
+                }
+                continue;
+            };
+
+            let invocation = match profile::write(&t.config, &t.hub_id, &t.target, &self.store) {
+                Ok(profile) => Some(Invocation {
+                    rustic: t.config.backup.rustic.clone(),
+                    profile,
+                    timeout: t.config.backup.timeout.get(),
+                    nice: t.config.backup.nice,
+                    io_idle: t.config.backup.io_idle,
+                }),
+                Err(e) => {
+                    tracing::error!("cannot write the rustic profile: {e}");
+                    None
+                }
+            };
+            let interval = t.config.backup.interval.get();
+            let next = self.next_run(interval, jitter);
+            let overdue_at = self.overdue_at(&t, interval);
+            self.overdue = SystemTime::now() >= overdue_at;
+            self.publish(
+                Some(next),
+                running.is_some(),
+                invocation
+                    .is_none()
+                    .then_some("cannot write the rustic profile (see the journal)"),
+            );
+
+            let start_now = tokio::select! {
+                () = self.shutdown.cancelled() => {
+                    if let Some(r) = running.take() {
+                        r.stop.cancel();
+                        let result = r.task.await.unwrap_or(Err(RunError::Stopped));
+                        self.record(result);
+                    }
+                    return;
+                }
+                r = self.targets.changed() => { if r.is_err() { return } false }
+                Some(reply) = self.now.recv() => {
+                    let answer = if running.is_some() { RunNow::AlreadyRunning } else if invocation.is_none() { RunNow::Unavailable } else { RunNow::Started };
+                    let _ = reply.send(answer);
+                    answer == RunNow::Started
+                }
+                () = sleep_until_system(next), if running.is_none() && invocation.is_some() => true,
+                () = sleep_until_system(overdue_at), if !self.overdue => false,
+                result = async { (&mut running.as_mut().expect("guarded").task).await }, if running.is_some() => {
+                    running = None;
+                    self.record(result.unwrap_or(Err(RunError::Stopped)));
+                    jitter = random_jitter(interval);
+                    false
+                }
+            };
+            if start_now && let Some(inv) = invocation {
+                let stop = CancellationToken::new();
+                let token = stop.clone();
+                tracing::info!(paths = ?t.config.backup.paths, "backup starting");
+                self.persisted.last_attempt = Some(rfc3339(SystemTime::now()));
+                running = Some(Running {
+                    task: tokio::spawn(async move { run::run(&inv, &token).await }),
+                    stop,
+                });
+            }
+        }
+    }
+
+    /// When the next backup is due.
+    fn next_run(&self, interval: Duration, jitter: Duration) -> SystemTime {
+        let p = &self.persisted;
+        let parse =
+            |s: &Option<String>| s.as_deref().and_then(|t| humantime::parse_rfc3339(t).ok());
+        if p.consecutive_failures > 0 {
+            let shift = p.consecutive_failures.saturating_sub(1).min(16);
+            let delay = (RETRY_INITIAL * 2u32.pow(shift))
+                .min(RETRY_MAX)
+                .min(interval);
+            return parse(&p.last_attempt).unwrap_or_else(SystemTime::now) + delay;
+        }
+        match parse(&p.last_success) {
+            // The first backup is due at once.
+            None => SystemTime::now(),
+            // In the past if a run was missed: caught up now.
+            Some(t) => t + interval + jitter,
+        }
+    }
+
+    fn overdue_at(&self, t: &BackupTargets, interval: Duration) -> SystemTime {
+        let last = self
+            .persisted
+            .last_success
+            .as_deref()
+            .and_then(|s| humantime::parse_rfc3339(s).ok());
+        match last {
+            Some(s) => s + interval * 2,
+            None => t.enrolled_at.unwrap_or_else(SystemTime::now) + interval,
+        }
+    }
+
+    fn record(&mut self, result: Result<run::Success, RunError>) {
+        let p = &mut self.persisted;
+        match result {
+            Ok(ok) => {
+                p.last_success = Some(rfc3339(SystemTime::now()));
+                p.last_snapshot_id = Some(ok.snapshot.id.clone());
+                p.last_error = None;
+                p.consecutive_failures = 0;
+                p.last_duration_ms = Some(ok.snapshot.duration.as_millis() as u64);
+                p.last_bytes_added = Some(ok.snapshot.bytes_added);
+                p.last_warnings = ok.warnings;
+                self.overdue = false;
+            }
+            Err(e) => {
+                tracing::warn!("backup failed: {e}");
+                p.last_error = Some(format!("{} ({})", e, e.code()));
+                p.consecutive_failures += 1;
+                p.failures_total += 1;
+                p.last_warnings = 0;
+            }
+        }
+        if let Err(e) = save(&self.store, &self.persisted) {
+            tracing::error!("cannot save {STATE_FILE}: {e}");
+        }
+    }
+
+    fn publish(&self, next: Option<SystemTime>, running: bool, blocked: Option<&str>) {
+        let p = &self.persisted;
+        let parse =
+            |s: &Option<String>| s.as_deref().and_then(|t| humantime::parse_rfc3339(t).ok());
+        let wanted = next.is_some() || running || blocked.is_some();
+        let mut errors = Vec::new();
+        if wanted {
+            if let Some(why) = blocked {
+                errors.push(StatusError::new(
+                    Component::Backup,
+                    "backup_profile_failed",
+                    why,
+                    "check that secrets_dir is writable by hubkeeper",
+                ));
+            }
+            if p.consecutive_failures > 0 {
+                let message = p
+                    .last_error
+                    .clone()
+                    .unwrap_or_else(|| "the last backup failed".into());
+                errors.push(StatusError::new(
+                    Component::Backup,
+                    error_code(&message),
+                    message.clone(),
+                    hint_for(&message),
+                ));
+            } else if p.last_warnings > 0 {
+                errors.push(StatusError::new(
+                    Component::Backup,
+                    "backup_partial",
+                    format!("the last backup skipped what it could not read ({} warnings)", p.last_warnings),
+                    "some files under backup.paths are unreadable by hubkeeper's user: fix their permissions (see the WARN lines in the journal)",
+                ));
+            }
+            if self.overdue {
+                let since = p
+                    .last_success
+                    .clone()
+                    .map_or_else(|| "enrollment".to_owned(), |s| s.to_string());
+                errors.push(StatusError::new(
+                    Component::Backup,
+                    "backup_overdue",
+                    format!("no successful backup since {since}"),
+                    "backups keep failing or cannot run: see backup.last_error and the journal, then run `hubkeeper backup`",
+                ));
+            }
+        }
+        let state = if !wanted {
+            BackupState::Disabled
+        } else if running {
+            BackupState::Running
+        } else if p.consecutive_failures > 0 {
+            BackupState::Failed
+        } else {
+            BackupState::Idle
+        };
+        let view = BackupView {
+            state,
+            last_success: parse(&p.last_success),
+            last_snapshot_id: p.last_snapshot_id.clone(),
+            next_run: if running { None } else { next },
+            last_error: p.last_error.clone(),
+            errors,
+            last_duration: p.last_duration_ms.map(Duration::from_millis),
+            last_bytes_added: p.last_bytes_added,
+            failures_total: p.failures_total,
+        };
+        self.view.send_if_modified(|v| {
+            let changed = *v != view;
+            *v = view;
+            changed
+        });
+    }
+}
+
+/// The code recorded with the message (`... (code)`), for `errors[].code`.
+fn error_code(message: &str) -> &'static str {
+    for code in [
+        "rustic_missing",
+        "rustic_spawn_failed",
+        "backup_retention_failed",
+        "backup_timeout",
+        "backup_stopped",
+    ] {
+        if message.ends_with(&format!("({code})")) {
+            return code;
+        }
+    }
+    "backup_failed"
+}
+
+fn hint_for(message: &str) -> &'static str {
+    match error_code(message) {
+        "rustic_missing" => RunError::Missing(Default::default()).hint(),
+        "rustic_spawn_failed" => RunError::Spawn {
+            path: Default::default(),
+            reason: String::new(),
+        }
+        .hint(),
+        "backup_retention_failed" => RunError::Failed {
+            step: "forget",
+            how: String::new(),
+            detail: String::new(),
+        }
+        .hint(),
+        "backup_timeout" => RunError::TimedOut {
+            step: "backup",
+            timeout: Duration::ZERO,
+        }
+        .hint(),
+        "backup_stopped" => RunError::Stopped.hint(),
+        _ => RunError::NoSnapshot(String::new()).hint(),
+    }
+}
+
+/// Up to 1% of the interval, at most a minute.
+fn random_jitter(interval: Duration) -> Duration {
+    let max = (interval / 100).min(Duration::from_secs(60));
+    Duration::from_millis(rand::random_range(0..=max.as_millis() as u64))
+}
+
+async fn sleep_until_system(at: SystemTime) {
+    let d = at.duration_since(SystemTime::now()).unwrap_or_default();
+    tokio::time::sleep(d).await;
+}
+
+fn load(store: &SecretsStore) -> Persisted {
+    match store.read(STATE_FILE) {
+        Ok(Some(b)) => serde_json::from_slice(&b).unwrap_or_else(|e| {
+            tracing::warn!("{STATE_FILE} is damaged ({e}); starting from no backup history");
+            Persisted::default()
+        }),
+        _ => Persisted::default(),
+    }
+}
+
+fn save(store: &SecretsStore, p: &Persisted) -> Result<(), crate::secrets::StoreError> {
+    let mut json = serde_json::to_vec_pretty(p).expect("state serializes");
+    json.push(b'\n');
+    store.write_if_changed(STATE_FILE, &json).map(|_| ())
+}
