@@ -115,7 +115,7 @@ pub fn write(
     if store.write_if_changed(PROFILE, render(cfg, hub_id, target, store).as_bytes())? {
         tracing::info!(profile = %store.path(PROFILE)?.display(), "rustic profile written");
     }
-    Ok(store.path("rustic/profile")?)
+    store.path("rustic/profile")
 }
 
 /// 32 random bytes, base64url: generated once, never overwritten.
