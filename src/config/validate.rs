@@ -133,8 +133,8 @@ pub fn validate(cfg: &Config) -> Vec<(String, String)> {
                 ),
             );
         }
-        if b.timeout.get() < Duration::from_secs(10) {
-            bad("backup.timeout", "must be at least 10s".into());
+        if b.timeout.get() < Duration::from_secs(1) {
+            bad("backup.timeout", "must be at least 1s".into());
         }
     }
 

@@ -180,6 +180,11 @@ impl Daemon {
 
     /// Starts the daemon on an existing config path (a file or a symlink).
     pub fn spawn_at(dir: tempfile::TempDir, cfg: PathBuf, env: &[(&str, &str)]) -> Daemon {
+        Self::spawn_as(dir, cfg, env, None)
+    }
+
+    /// Like [`Daemon::spawn_at`], optionally as another user (uid = gid).
+    pub fn spawn_as(dir: tempfile::TempDir, cfg: PathBuf, env: &[(&str, &str)], uid: Option<u32>) -> Daemon {
         let log = dir.path().join("daemon.log");
         let mut cmd = Command::new(BIN);
         cmd.arg("run")
@@ -195,6 +200,10 @@ impl Daemon {
             .stderr(std::fs::File::create(&log).unwrap());
         for (k, v) in env {
             cmd.env(k, v);
+        }
+        if let Some(u) = uid {
+            use std::os::unix::process::CommandExt;
+            cmd.uid(u).gid(u);
         }
         let child = cmd.spawn().expect("spawn hubkeeper");
         let socket = dir.path().join("run/hk.sock");
