@@ -52,12 +52,7 @@ pub fn compose(i: &Inputs<'_>) -> Status {
     s.errors.extend(i.config_errors.iter().cloned());
     s.errors.extend(i.managed.errors.iter().cloned());
     if let Some(p) = &t.problem {
-        s.errors.push(StatusError::new(
-            Component::Tunnel,
-            p.code,
-            p.message.clone(),
-            p.hint,
-        ));
+        s.errors.push(p.error(Component::Tunnel));
     }
     s.errors.extend(i.health.errors.iter().cloned());
     s.errors.extend(b.errors.iter().cloned());

@@ -6,7 +6,7 @@
 
 use crate::config::DnsResolver;
 use crate::r2;
-use crate::status::{Check, Component, StatusError};
+use crate::status::{Check, Component, Problem, StatusError};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -188,19 +188,7 @@ pub async fn run_checks(t: &Targets) -> HealthView {
                 ),
             }
         }
-        Err(f) => {
-            view.errors.push(StatusError::new(
-                Component::Dns,
-                f.code,
-                f.message.clone(),
-                f.hint,
-            ));
-            Check {
-                ok: false,
-                at,
-                detail: f.message,
-            }
-        }
+        Err(f) => failed(&mut view, Component::Dns, f, at),
     });
     view.r2 = Some(match r2 {
         Ok(()) => Check {
@@ -213,7 +201,7 @@ pub async fn run_checks(t: &Targets) -> HealthView {
             ),
         },
         Err(f)
-            if f.may_be_propagation()
+            if r2::may_be_propagation(&f)
                 && t.keys_since.is_some_and(|s| {
                     at.duration_since(s).unwrap_or_default() < KEY_PROPAGATION
                 }) =>
@@ -228,22 +216,20 @@ pub async fn run_checks(t: &Targets) -> HealthView {
                 ),
             }
         }
-        Err(f) => {
-            view.errors.push(StatusError::new(
-                Component::R2,
-                f.code,
-                f.message.clone(),
-                f.hint,
-            ));
-            Check {
-                ok: false,
-                at,
-                detail: f.message,
-            }
-        }
+        Err(f) => failed(&mut view, Component::R2, f, at),
     });
     if let Some(e) = view.errors.first() {
         tracing::warn!("health check failed: {}", e.message);
     }
     view
+}
+
+/// A failed check: its error for `errors[]`, and its result for `checks`.
+fn failed(view: &mut HealthView, component: Component, p: Problem, at: SystemTime) -> Check {
+    view.errors.push(p.error(component));
+    Check {
+        ok: false,
+        at,
+        detail: p.message,
+    }
 }

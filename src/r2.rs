@@ -2,11 +2,12 @@
 //! explicit settings (never the environment or `~/.aws`), and the health check that
 //! writes a small object, reads it back, compares, and deletes it.
 //!
-//! Failures are classified into codes with hints an admin can act on. New or rotated
+//! Problems are classified into codes with hints an admin can act on. New or rotated
 //! keys can take up to a minute to work at R2 (eventual consistency), so "access
 //! denied" right after a key change is reported as pending, not as an error.
 
 use crate::secrets::Secret;
+use crate::status::Problem;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::retry::RetryConfig;
 use aws_sdk_s3::config::timeout::TimeoutConfig;
@@ -76,23 +77,13 @@ pub fn client(target: &Target, limits: Limits) -> Client {
     Client::from_conf(conf)
 }
 
-/// Why the check failed, as an admin should read it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Failure {
-    pub code: &'static str,
-    pub message: String,
-    pub hint: &'static str,
-}
-
-impl Failure {
-    /// Access problems that fresh keys go through while R2 propagates them.
-    pub fn may_be_propagation(&self) -> bool {
-        self.code == "r2_access_denied"
-    }
+/// Whether `p` is what fresh keys go through while R2 propagates them.
+pub fn may_be_propagation(p: &Problem) -> bool {
+    p.code == "r2_access_denied"
 }
 
 /// Writes `<prefix><random>`, reads it back, compares, deletes it.
-pub async fn check(client: &Client, target: &Target, prefix: &str) -> Result<(), Failure> {
+pub async fn check(client: &Client, target: &Target, prefix: &str) -> Result<(), Problem> {
     let key = format!("{prefix}{}", uuid::Uuid::new_v4());
     let body = format!("hubkeeper health check {}\n", uuid::Uuid::new_v4());
     client
@@ -110,7 +101,7 @@ pub async fn check(client: &Client, target: &Target, prefix: &str) -> Result<(),
         .send()
         .await
         .map_err(|e| classify("reading", target, &e))?;
-    let bytes = got.body.collect().await.map_err(|e| Failure {
+    let bytes = got.body.collect().await.map_err(|e| Problem {
         code: "r2_unreachable",
         message: format!(
             "reading the test object from {} broke off: {e}",
@@ -127,7 +118,7 @@ pub async fn check(client: &Client, target: &Target, prefix: &str) -> Result<(),
         .await
         .map_err(|e| classify("deleting", target, &e));
     if bytes.into_bytes().as_ref() != body.as_bytes() {
-        return Err(Failure {
+        return Err(Problem {
             code: "r2_corrupt",
             message: format!(
                 "the test object read back from bucket {} differs from what was written",
@@ -143,20 +134,20 @@ fn classify<E: ProvideErrorMetadata + std::error::Error + 'static>(
     op: &str,
     t: &Target,
     e: &SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
-) -> Failure {
+) -> Problem {
     let bucket = &t.bucket;
     match e {
-        SdkError::TimeoutError(_) => Failure {
+        SdkError::TimeoutError(_) => Problem {
             code: "r2_timeout",
             message: format!("{op} a test object in bucket {bucket} timed out"),
             hint: "R2 did not answer in time: check this host's network; hubkeeper keeps checking",
         },
-        SdkError::DispatchFailure(d) if d.is_timeout() => Failure {
+        SdkError::DispatchFailure(d) if d.is_timeout() => Problem {
             code: "r2_timeout",
             message: format!("connecting to {} timed out", t.endpoint),
             hint: "R2 did not answer in time: check this host's network; hubkeeper keeps checking",
         },
-        SdkError::DispatchFailure(d) => Failure {
+        SdkError::DispatchFailure(d) => Problem {
             code: "r2_unreachable",
             message: format!(
                 "cannot reach {}: {}",
@@ -170,7 +161,7 @@ fn classify<E: ProvideErrorMetadata + std::error::Error + 'static>(
         },
         SdkError::ServiceError(se) => {
             let status = se.raw().status().as_u16();
-            let denied = |code: Option<&str>| Failure {
+            let denied = |code: Option<&str>| Problem {
                 code: "r2_access_denied",
                 message: format!(
                     "R2 denied access when {op} in bucket {bucket} ({})",
@@ -179,12 +170,12 @@ fn classify<E: ProvideErrorMetadata + std::error::Error + 'static>(
                 hint: "the R2 key lacks Object Read & Write on this bucket, or was revoked: run `hubkeeper rotate-keys`",
             };
             match e.code() {
-                Some("NoSuchBucket") => Failure {
+                Some("NoSuchBucket") => Problem {
                     code: "r2_no_such_bucket",
                     message: format!("bucket {bucket} does not exist at {}", t.endpoint),
                     hint: "the bucket was deleted or never created: disable and enable hubkeeper to enroll again, or ask the control service's operator",
                 },
-                Some("SignatureDoesNotMatch") => Failure {
+                Some("SignatureDoesNotMatch") => Problem {
                     code: "r2_signature_mismatch",
                     message: format!(
                         "R2 rejected the signature when {op} (the secret key does not match the key id)"
@@ -193,7 +184,7 @@ fn classify<E: ProvideErrorMetadata + std::error::Error + 'static>(
                 },
                 Some("AccessDenied" | "InvalidAccessKeyId" | "Forbidden") => denied(e.code()),
                 None if status == 403 => denied(None),
-                code => Failure {
+                code => Problem {
                     code: "r2_error",
                     message: format!(
                         "R2 answered {status} ({}) when {op} in bucket {bucket}",
@@ -203,7 +194,7 @@ fn classify<E: ProvideErrorMetadata + std::error::Error + 'static>(
                 },
             }
         }
-        other => Failure {
+        other => Problem {
             code: "r2_error",
             message: format!(
                 "{op} a test object failed: {}",

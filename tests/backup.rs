@@ -16,7 +16,11 @@ fn rustic_bin() -> PathBuf {
     let p = std::env::var_os("HUBKEEPER_TEST_RUSTIC")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/tools/bin/rustic"));
-    assert!(p.exists(), "rustic not found at {}: run ./dev/test (it builds rustic into target/tools)", p.display());
+    assert!(
+        p.exists(),
+        "rustic not found at {}: run ./dev/test (it builds rustic into target/tools)",
+        p.display()
+    );
     p
 }
 
@@ -24,7 +28,9 @@ fn rustic_bin() -> PathBuf {
 fn make_data(dir: &Path) {
     std::fs::create_dir_all(dir.join("sub/deeper")).unwrap();
     std::fs::write(dir.join("notes.txt"), "hub data\n".repeat(1000)).unwrap();
-    let bin: Vec<u8> = (0..200_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let bin: Vec<u8> = (0..200_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
     std::fs::write(dir.join("sub/blob.bin"), bin).unwrap();
     std::fs::write(dir.join("sub/deeper/empty"), "").unwrap();
 }
@@ -42,10 +48,14 @@ fn hub(extra_backup: &str) -> (ControlService, Daemon, PathBuf) {
     let cs = ControlService::start();
     let data = tempfile::tempdir().unwrap().keep();
     make_data(&data);
-    let cfg = managed_config(&cs.url, free_port(), "")
-        .replace("[backup]\nenabled = false\n", &backup_section(&data, extra_backup));
+    let cfg = managed_config(&cs.url, free_port(), "").replace(
+        "[backup]\nenabled = false\n",
+        &backup_section(&data, extra_backup),
+    );
     let (d, _st) = start_managed(&cfg, "");
-    d.wait_status("the first backup", |s| s["backup"]["last_snapshot_id"].is_string());
+    d.wait_status("the first backup", |s| {
+        s["backup"]["last_snapshot_id"].is_string()
+    });
     (cs, d, data)
 }
 
@@ -62,7 +72,11 @@ fn admin_rustic(d: &Daemon, args: &[&str]) -> String {
         .args(args)
         .output()
         .unwrap();
-    assert!(out.status.success(), "rustic {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "rustic {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -71,7 +85,11 @@ fn snapshot_ids(json: &str) -> Vec<String> {
     let v: serde_json::Value = serde_json::from_str(json).unwrap();
     let mut ids = Vec::new();
     for item in v.as_array().unwrap() {
-        let snaps = item.get("snapshots").and_then(|s| s.as_array()).cloned().unwrap_or_else(|| vec![item.clone()]);
+        let snaps = item
+            .get("snapshots")
+            .and_then(|s| s.as_array())
+            .cloned()
+            .unwrap_or_else(|| vec![item.clone()]);
         for s in snaps {
             ids.push(s["id"].as_str().unwrap().to_owned());
         }
@@ -83,7 +101,12 @@ fn same_tree(a: &Path, b: &Path) {
     for entry in walk(a) {
         let rel = entry.strip_prefix(a).unwrap();
         let other = b.join(rel);
-        assert_eq!(std::fs::read(&entry).unwrap(), std::fs::read(&other).unwrap_or_default(), "{}", rel.display());
+        assert_eq!(
+            std::fs::read(&entry).unwrap(),
+            std::fs::read(&other).unwrap_or_default(),
+            "{}",
+            rel.display()
+        );
     }
 }
 
@@ -105,7 +128,10 @@ fn rustic_pids(profile: &Path) -> Vec<i32> {
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
         if let Ok(cmd) = std::fs::read(e.path().join("cmdline")) {
             let argv = String::from_utf8_lossy(&cmd).replace('\0', " ");
-            if argv.contains("rustic") && argv.contains(&profile.display().to_string()) && !argv.contains("snapshots") {
+            if argv.contains("rustic")
+                && argv.contains(&profile.display().to_string())
+                && !argv.contains("snapshots")
+            {
                 if let Ok(pid) = e.file_name().to_string_lossy().parse() {
                     pids.push(pid);
                 }
@@ -126,17 +152,35 @@ fn the_first_backup_runs_at_once_and_restores_with_the_plain_rustic_cli() {
     assert_eq!(s["backup"]["last_error"], serde_json::Value::Null);
 
     let ids = snapshot_ids(&admin_rustic(&d, &["snapshots", "--json"]));
-    assert!(ids.iter().any(|i| i.starts_with(&id) || id.starts_with(i.as_str())), "{ids:?} vs {id}");
+    assert!(
+        ids.iter()
+            .any(|i| i.starts_with(&id) || id.starts_with(i.as_str())),
+        "{ids:?} vs {id}"
+    );
     let restored = tempfile::tempdir().unwrap();
-    admin_rustic(&d, &["restore", &format!("{id}:{}", data.display()), restored.path().to_str().unwrap()]);
+    admin_rustic(
+        &d,
+        &[
+            "restore",
+            &format!("{id}:{}", data.display()),
+            restored.path().to_str().unwrap(),
+        ],
+    );
     same_tree(&data, restored.path());
 
     use std::os::unix::fs::MetadataExt;
     for f in ["rustic/profile.toml", "rustic/password"] {
-        assert_eq!(std::fs::metadata(secrets(&d).join(f)).unwrap().mode() & 0o777, 0o600, "{f}");
+        assert_eq!(
+            std::fs::metadata(secrets(&d).join(f)).unwrap().mode() & 0o777,
+            0o600,
+            "{f}"
+        );
     }
     let m = get(&d.socket, "/metrics").text();
-    assert!(!m.contains("hubkeeper_backup_last_success_timestamp_seconds 0\n"), "{m}");
+    assert!(
+        !m.contains("hubkeeper_backup_last_success_timestamp_seconds 0\n"),
+        "{m}"
+    );
     assert!(m.contains("hubkeeper_backup_last_bytes_added "), "{m}");
 }
 
@@ -147,7 +191,10 @@ fn retention_keeps_exactly_what_the_keep_rules_say() {
     let day = 24 * 3600;
     for n in 1..=4u64 {
         let t = SystemTime::now() - Duration::from_secs(n * day);
-        let when = humantime::format_rfc3339_seconds(t).to_string().replace('T', " ").replace('Z', "");
+        let when = humantime::format_rfc3339_seconds(t)
+            .to_string()
+            .replace('T', " ")
+            .replace('Z', "");
         admin_rustic(&d, &["backup", "--time", &when]);
     }
     let yesterday = snapshot_ids(&admin_rustic(&d, &["snapshots", "--json"]));
@@ -155,11 +202,17 @@ fn retention_keeps_exactly_what_the_keep_rules_say() {
     // A second backup today; then forget keeps the latest of each of 2 days.
     let first = d.status()["backup"]["last_snapshot_id"].clone();
     assert_eq!(post(&d.socket, "/v1/backup").status, 202);
-    let s = d.wait_status("the second backup", |s| s["backup"]["last_snapshot_id"] != first && s["backup"]["state"] == "idle");
+    let s = d.wait_status("the second backup", |s| {
+        s["backup"]["last_snapshot_id"] != first && s["backup"]["state"] == "idle"
+    });
     let kept = snapshot_ids(&admin_rustic(&d, &["snapshots", "--json"]));
     assert_eq!(kept.len(), 2, "{kept:?}");
     let latest = s["backup"]["last_snapshot_id"].as_str().unwrap();
-    assert!(kept.iter().any(|k| latest.starts_with(k.as_str()) || k.starts_with(latest)), "{kept:?} lacks {latest}");
+    assert!(
+        kept.iter()
+            .any(|k| latest.starts_with(k.as_str()) || k.starts_with(latest)),
+        "{kept:?} lacks {latest}"
+    );
 }
 
 #[test]
@@ -185,7 +238,13 @@ fn a_rustic_killed_mid_run_is_a_failure_though_it_exits_0() {
     cs.s3.signal(Signal::SIGCONT);
     let s = d.wait_status("a failed backup", |s| s["backup"]["state"] == "failed");
     assert_eq!(s["backup"]["last_snapshot_id"], first, "no new snapshot");
-    assert!(s["backup"]["last_error"].as_str().unwrap().contains("backup_failed"), "{s:#}");
+    assert!(
+        s["backup"]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("backup_failed"),
+        "{s:#}"
+    );
     assert_eq!(s["state"], "degraded");
     assert!(s["errors"].to_string().contains("backup_failed"));
 }
@@ -197,8 +256,16 @@ fn a_hung_store_hits_the_backup_timeout_and_rustic_is_killed() {
     assert_eq!(post(&d.socket, "/v1/backup").status, 202);
     let s = d.wait_status("the timeout", |s| s["backup"]["state"] == "failed");
     cs.s3.signal(Signal::SIGCONT);
-    assert!(s["backup"]["last_error"].as_str().unwrap().contains("backup_timeout"), "{s:#}");
-    wait_for(Duration::from_secs(40), "rustic to be gone", || rustic_pids(&profile(&d)).is_empty());
+    assert!(
+        s["backup"]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("backup_timeout"),
+        "{s:#}"
+    );
+    wait_for(Duration::from_secs(40), "rustic to be gone", || {
+        rustic_pids(&profile(&d)).is_empty()
+    });
 }
 
 #[test]
@@ -207,12 +274,27 @@ fn disabling_stops_a_running_backup() {
     cs.s3.signal(Signal::SIGSTOP);
     assert_eq!(post(&d.socket, "/v1/backup").status, 202);
     d.wait_status("running", |s| s["backup"]["state"] == "running");
-    let text = std::fs::read_to_string(&d.config).unwrap().replacen("enabled = true", "enabled = false", 1);
+    let text = std::fs::read_to_string(&d.config).unwrap().replacen(
+        "enabled = true",
+        "enabled = false",
+        1,
+    );
     save_like_an_editor(&d.config, &text);
     cs.s3.signal(Signal::SIGCONT);
-    let s = d.wait_status("disabled", |s| s["state"] == "disabled" && s["backup"]["state"] == "disabled");
-    assert!(s["backup"]["last_error"].as_str().unwrap_or("").contains("backup_stopped") || s["backup"]["last_error"].is_null(), "{s:#}");
-    wait_for(Duration::from_secs(40), "rustic to be gone", || rustic_pids(&profile(&d)).is_empty());
+    let s = d.wait_status("disabled", |s| {
+        s["state"] == "disabled" && s["backup"]["state"] == "disabled"
+    });
+    assert!(
+        s["backup"]["last_error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("backup_stopped")
+            || s["backup"]["last_error"].is_null(),
+        "{s:#}"
+    );
+    wait_for(Duration::from_secs(40), "rustic to be gone", || {
+        rustic_pids(&profile(&d)).is_empty()
+    });
 }
 
 #[test]
@@ -225,8 +307,14 @@ fn rustic_missing_and_overdue_degrade_with_hints_and_retry_with_backoff() {
     std::fs::create_dir_all(&secrets_dir).unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&secrets_dir, std::fs::Permissions::from_mode(0o700)).unwrap();
-    let long_ago = humantime::format_rfc3339_seconds(SystemTime::now() - Duration::from_secs(3 * 86400)).to_string();
-    std::fs::write(secrets_dir.join("backup-state.json"), format!("{{\"last_success\":\"{long_ago}\",\"last_snapshot_id\":\"abc\"}}")).unwrap();
+    let long_ago =
+        humantime::format_rfc3339_seconds(SystemTime::now() - Duration::from_secs(3 * 86400))
+            .to_string();
+    std::fs::write(
+        secrets_dir.join("backup-state.json"),
+        format!("{{\"last_success\":\"{long_ago}\",\"last_snapshot_id\":\"abc\"}}"),
+    )
+    .unwrap();
     let data = dir.path().join("data");
     make_data(&data);
     let cfg = managed_config(&cs.url, free_port(), "").replace(
@@ -235,19 +323,34 @@ fn rustic_missing_and_overdue_degrade_with_hints_and_retry_with_backoff() {
     );
     let sdir = dir.path().join("standin");
     std::fs::create_dir(&sdir).unwrap();
-    let d = Daemon::spawn(dir, &cfg, &[("CLOUDFLARED_STANDIN_DIR", sdir.to_str().unwrap())]);
+    let d = Daemon::spawn(
+        dir,
+        &cfg,
+        &[("CLOUDFLARED_STANDIN_DIR", sdir.to_str().unwrap())],
+    );
     d.wait_serving();
     let s = d.wait_status("failed and overdue", |s| {
         s["backup"]["state"] == "failed" && s["errors"].to_string().contains("backup_overdue")
     });
     assert_eq!(s["state"], "degraded", "{s:#}");
-    let missing = s["errors"].as_array().unwrap().iter().find(|e| e["code"] == "rustic_missing").expect("rustic_missing");
+    let missing = s["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["code"] == "rustic_missing")
+        .expect("rustic_missing");
     assert!(missing["hint"].as_str().unwrap().contains("install rustic"));
     // Retried later, not in a loop: the next run is a minute away and no second
     // attempt happens meanwhile.
     let next = humantime::parse_rfc3339(s["backup"]["next_run"].as_str().unwrap()).unwrap();
     assert!(next > SystemTime::now() + Duration::from_secs(30), "{s:#}");
-    let failures = |d: &Daemon| get(&d.socket, "/metrics").text().lines().find(|l| l.starts_with("hubkeeper_backup_failures ")).map(str::to_owned);
+    let failures = |d: &Daemon| {
+        get(&d.socket, "/metrics")
+            .text()
+            .lines()
+            .find(|l| l.starts_with("hubkeeper_backup_failures "))
+            .map(str::to_owned)
+    };
     assert_eq!(failures(&d).as_deref(), Some("hubkeeper_backup_failures 1"));
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(failures(&d).as_deref(), Some("hubkeeper_backup_failures 1"));
@@ -262,8 +365,94 @@ fn a_missed_run_is_caught_up_at_start() {
     // Pretend the last success was two intervals ago.
     let path = secrets(&d).join("backup-state.json");
     let mut st: serde_json::Value = serde_json::from_str(&read(&path)).unwrap();
-    st["last_success"] = humantime::format_rfc3339_seconds(SystemTime::now() - Duration::from_secs(2 * 3600)).to_string().into();
+    st["last_success"] =
+        humantime::format_rfc3339_seconds(SystemTime::now() - Duration::from_secs(2 * 3600))
+            .to_string()
+            .into();
     std::fs::write(&path, serde_json::to_vec(&st).unwrap()).unwrap();
     let d = restart(d);
-    d.wait_status("the caught-up backup", |s| s["backup"]["last_snapshot_id"] != first && s["backup"]["state"] == "idle");
+    d.wait_status("the caught-up backup", |s| {
+        s["backup"]["last_snapshot_id"] != first && s["backup"]["state"] == "idle"
+    });
+}
+
+#[test]
+fn unreadable_files_make_a_partial_backup_with_their_count() {
+    if !is_root() {
+        eprintln!("skipped: needs root to run the daemon as another user");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    const NOBODY: u32 = 65534;
+    let cs = ControlService::start();
+    let dir = open_tempdir();
+    let root = dir.path().to_path_buf();
+    std::fs::write(root.join("control-token"), CONTROL_TOKEN).unwrap();
+    let data = root.join("data");
+    make_data(&data);
+    // Root's file, unreadable for the daemon's user: rustic only WARNs and exits 0.
+    std::fs::write(data.join("private.db"), "not for hubkeeper").unwrap();
+    std::fs::set_permissions(
+        data.join("private.db"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    std::fs::create_dir(root.join("standin")).unwrap();
+    std::fs::create_dir(root.join("cache")).unwrap();
+    let cfg = managed_config(&cs.url, free_port(), "")
+        .replace("[backup]\nenabled = false\n", &backup_section(&data, ""));
+    std::fs::write(root.join("hk.toml"), &cfg).unwrap();
+    // Everything else belongs to the daemon's user, as the package would arrange.
+    chown_tree(&root, NOBODY, &data.join("private.db"));
+    let env = [
+        (
+            "CLOUDFLARED_STANDIN_DIR",
+            root.join("standin").to_str().unwrap().to_owned(),
+        ),
+        (
+            "CACHE_DIRECTORY",
+            root.join("cache").to_str().unwrap().to_owned(),
+        ),
+        ("HOME", root.to_str().unwrap().to_owned()),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let d = Daemon::spawn_as(dir, root.join("hk.toml"), &env, Some(NOBODY));
+    d.wait_serving();
+    let s = d.wait_status("a partial backup", |s| {
+        s["errors"].to_string().contains("backup_partial")
+    });
+    assert!(
+        s["backup"]["last_snapshot_id"].is_string(),
+        "the snapshot exists: {s:#}"
+    );
+    assert_eq!(s["backup"]["state"], "idle");
+    let e = s["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["code"] == "backup_partial")
+        .unwrap();
+    assert!(
+        e["message"].as_str().unwrap().contains("1 warnings")
+            || e["message"].as_str().unwrap().contains("warnings"),
+        "{e}"
+    );
+    assert!(e["hint"].as_str().unwrap().contains("unreadable"));
+    assert_eq!(s["state"], "degraded");
+}
+
+fn chown_tree(p: &Path, uid: u32, except: &Path) {
+    if p != except {
+        nix::unistd::chown(
+            p,
+            Some(nix::unistd::Uid::from_raw(uid)),
+            Some(nix::unistd::Gid::from_raw(uid)),
+        )
+        .unwrap();
+    }
+    if p.is_dir() {
+        for e in std::fs::read_dir(p).unwrap().flatten() {
+            chown_tree(&e.path(), uid, except);
+        }
+    }
 }

@@ -92,6 +92,21 @@ impl StatusError {
     }
 }
 
+/// A failure as an admin should read it: a code, what happened, what to do. The
+/// components report these; the status turns them into `errors[]` entries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub code: &'static str,
+    pub message: String,
+    pub hint: &'static str,
+}
+
+impl Problem {
+    pub fn error(&self, component: Component) -> StatusError {
+        StatusError::new(component, self.code, self.message.clone(), self.hint)
+    }
+}
+
 /// `tunnel.state` (pinned values).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]

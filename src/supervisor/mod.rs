@@ -18,6 +18,7 @@ mod probe;
 pub use probe::{Probe, Prober, root_cause};
 
 use crate::backoff::Backoff;
+pub use crate::status::Problem;
 use crate::status::{Check, TunnelState};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
@@ -71,14 +72,6 @@ impl TunnelSpec {
     fn wedge_cooldown(&self) -> Duration {
         self.ready_timeout.max(self.probe_interval * 5)
     }
-}
-
-/// A problem an admin should see, with what to do about it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    pub code: &'static str,
-    pub message: String,
-    pub hint: &'static str,
 }
 
 /// What the supervisor publishes.
