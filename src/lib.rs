@@ -18,6 +18,7 @@ pub mod dns;
 pub mod enrollment;
 pub mod exit;
 pub mod health;
+pub mod http;
 pub mod logging;
 pub mod managed;
 pub mod metrics;

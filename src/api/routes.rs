@@ -4,8 +4,10 @@
 use super::ApiError;
 use super::server::Context;
 use crate::commands::{Command, CommandRequest};
+use crate::http::body::read_body;
+use crate::http::error::{json_bytes, no_store};
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
@@ -34,14 +36,9 @@ pub async fn handle(
 ) -> Response<Full<Bytes>> {
     let mut r = match route(req, ctx, conn).await {
         Ok(r) => r,
-        Err(e) => error_response(&e),
+        Err(e) => e.response(),
     };
-    let h = r.headers_mut();
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
+    no_store(&mut r);
     r
 }
 
@@ -60,13 +57,13 @@ async fn route(
         ));
     }
     let (parts, body) = req.into_parts();
-    let body = read_body(&parts.headers, body, ctx).await?;
+    let body = read_body(&parts.headers, body, MAX_BODY, ctx.request_timeout).await?;
     let path = parts.uri.path();
 
     match (&parts.method, path) {
         (&Method::GET | &Method::HEAD, "/v1/status") => {
             let snap = ctx.status.borrow().clone();
-            Ok(json(StatusCode::OK, snap.json.clone()))
+            Ok(json_bytes(StatusCode::OK, snap.json.clone()))
         }
         (&Method::GET | &Method::HEAD, "/v1/health") => {
             let snap = ctx.status.borrow().clone();
@@ -75,7 +72,7 @@ async fn route(
             } else {
                 StatusCode::SERVICE_UNAVAILABLE
             };
-            Ok(json(code, snap.health_json.clone()))
+            Ok(json_bytes(code, snap.health_json.clone()))
         }
         (&Method::GET | &Method::HEAD, "/metrics") => {
             let snap = ctx.status.borrow().clone();
@@ -137,74 +134,5 @@ async fn command(
         .await
         .map_err(|_| unavailable())?;
     let outcome = rx.await.map_err(|_| unavailable())??;
-    Ok(json(outcome.status, outcome.snapshot.json.clone()))
-}
-
-async fn read_body(
-    headers: &hyper::HeaderMap,
-    body: Incoming,
-    ctx: &Context,
-) -> Result<Bytes, ApiError> {
-    let too_large = || {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-            format!("request bodies are limited to {MAX_BODY} bytes"),
-        )
-    };
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > MAX_BODY as u64) {
-        return Err(too_large());
-    }
-    // Most requests (every GET) have no body: no timer, no buffering.
-    if hyper::body::Body::is_end_stream(&body) {
-        return Ok(Bytes::new());
-    }
-    let collect = Limited::new(body, MAX_BODY).collect();
-    match tokio::time::timeout(ctx.request_timeout, collect).await {
-        Err(_) => Err(ApiError::new(
-            StatusCode::REQUEST_TIMEOUT,
-            "request_timeout",
-            "the request body did not arrive in time",
-        )),
-        Ok(Err(e))
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
-            Err(too_large())
-        }
-        Ok(Err(_)) => Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            "the request body could not be read",
-        )),
-        Ok(Ok(c)) => Ok(c.to_bytes()),
-    }
-}
-
-fn json(status: StatusCode, body: Bytes) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(body));
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    r
-}
-
-pub fn error_response(e: &ApiError) -> Response<Full<Bytes>> {
-    let mut r = json(e.status, e.body());
-    if let Some(allow) = e.allow {
-        r.headers_mut()
-            .insert(header::ALLOW, HeaderValue::from_static(allow));
-    }
-    if e.status == StatusCode::PAYLOAD_TOO_LARGE || e.status == StatusCode::REQUEST_TIMEOUT {
-        // The rest of the body is unread; the connection cannot be reused.
-        r.headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    }
-    r
+    Ok(json_bytes(outcome.status, outcome.snapshot.json.clone()))
 }

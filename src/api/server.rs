@@ -1,23 +1,19 @@
-//! The socket API server: an accept loop bounded by a semaphore, one hyper HTTP/1.1
-//! connection task per client, peer credentials read once per connection, and a
-//! graceful stop through a cancellation token (the mini-redis shape).
+//! The socket API server: what it shares with its handlers (`Context`), its limits,
+//! and the per-connection service, which carries the peer's credentials read once per
+//! connection. The accept loop itself is `http::serve`.
 
 use super::peer::{PostPolicy, peer_of};
 use super::routes::{ConnFacts, handle};
 use crate::commands::CommandTx;
+use crate::http::serve;
 use crate::metrics::Metrics;
 use crate::status::StatusRx;
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::UnixListener;
-use tokio::sync::Semaphore;
+use tokio::net::{UnixListener, UnixStream};
 use tokio_util::sync::CancellationToken;
-
-/// Requests whose head (request line and headers) is larger get 431.
-const MAX_HEADER_BYTES: usize = 16 * 1024;
 
 /// How long in-flight requests may finish after shutdown begins.
 const DRAIN: Duration = Duration::from_secs(2);
@@ -48,52 +44,28 @@ pub async fn run(
     limits: Limits,
     shutdown: CancellationToken,
 ) {
-    let permits = Arc::new(Semaphore::new(limits.max_connections));
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let mut builder = http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.request_timeout)
-        .max_header_size(MAX_HEADER_BYTES)
-        .keep_alive(true);
-
-    loop {
-        let permit = tokio::select! {
-            p = permits.clone().acquire_owned() => p.expect("semaphore is never closed"),
-            () = shutdown.cancelled() => break,
-        };
-        let stream = tokio::select! {
-            r = listener.accept() => match r {
-                Ok((s, _)) => s,
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(error = %e, "accepting a socket connection failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            () = shutdown.cancelled() => break,
-        };
-        let peer = peer_of(&stream);
+    let opts = serve::Options {
+        name: "socket",
+        max_connections: limits.max_connections,
+        header_read_timeout: limits.request_timeout,
+        drain: DRAIN,
+    };
+    let per_connection = |stream: &UnixStream| {
+        // ⚠️ Security-critical: who may POST is decided here, once per connection,
+        // from the kernel's SO_PEERCRED / SO_PEERGROUPS for this very stream, before
+        // a byte of any request is served; nothing in a request can change it.
+        let peer = peer_of(stream);
         let facts = ConnFacts {
             may_post: policy.allows(peer.as_ref()),
         };
         let ctx = ctx.clone();
-        let service = service_fn(move |req| {
+        service_fn(move |req| {
             let ctx = ctx.clone();
-            async move { Ok::<_, std::convert::Infallible>(handle(req, &ctx, facts).await) }
-        });
-        let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "socket connection ended with an error");
-            }
-            drop(permit);
-        });
-    }
-    drop(listener);
-    tokio::select! {
-        () = graceful.shutdown() => {}
-        () = tokio::time::sleep(DRAIN) => tracing::debug!("socket connections still open at shutdown were dropped"),
+            async move { Ok::<_, Infallible>(handle(req, &ctx, facts).await) }
+        })
+    };
+    let drained = serve::serve(listener, opts, shutdown, per_connection, async {}).await;
+    if !drained {
+        tracing::debug!("socket connections still open at shutdown were dropped");
     }
 }

@@ -1,61 +1,23 @@
-//! The one error shape of the control API, `{"error":{"code":"...","message":"..."}}`
-//! (the `ErrorBody` wire type of `control::api`), and how service errors map to it:
-//! 4xx for what the caller must change, 5xx for what is worth retrying.
+//! The control API's own errors in the shared shape of `http::error`
+//! (`{"error":{"code":"...","message":"..."}}`, the `ErrorBody` wire type of
+//! `control::api`), and how service errors map to it: 4xx for what the caller must
+//! change, 5xx for what is worth retrying.
 
-use crate::control::api::{ErrorBody, ErrorDetail};
 use crate::control_service::provision::ProvisionError;
 use crate::control_service::service::ServiceError;
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::header::{self, HeaderValue};
-use hyper::{Response, StatusCode};
+use hyper::StatusCode;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HttpError {
-    pub status: StatusCode,
-    pub code: &'static str,
-    pub message: String,
-    /// For 405: the methods the endpoint accepts (sent as `Allow`).
-    pub allow: Option<&'static str>,
-}
+pub use crate::http::HttpError;
 
+// Inherent constructors live with the API whose wording they carry.
 impl HttpError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            code,
-            message: message.into(),
-            allow: None,
-        }
-    }
-
     pub fn unauthorized() -> Self {
-        Self::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "missing or wrong bearer token: send Authorization: Bearer <the shared control token>",
-        )
-    }
-
-    pub fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
-    }
-
-    pub fn not_found(path: &str) -> Self {
-        Self::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no such endpoint: {path}"),
-        )
-    }
-
-    pub fn method_not_allowed(allow: &'static str) -> Self {
         Self {
-            allow: Some(allow),
+            challenge: Some("Bearer realm=\"hubkeeper-control\""),
             ..Self::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                format!("this endpoint accepts {allow}"),
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "missing or wrong bearer token: send Authorization: Bearer <the shared control token>",
             )
         }
     }
@@ -66,33 +28,6 @@ impl HttpError {
             "internal_error",
             "the control service failed; its log says why",
         )
-    }
-
-    pub fn response(&self) -> Response<Full<Bytes>> {
-        let body = ErrorBody {
-            error: ErrorDetail {
-                code: self.code.to_owned(),
-                message: self.message.clone(),
-            },
-        };
-        let mut r = super::routes::json(self.status, &body);
-        let h = r.headers_mut();
-        if let Some(allow) = self.allow {
-            h.insert(header::ALLOW, HeaderValue::from_static(allow));
-        }
-        if self.status == StatusCode::UNAUTHORIZED {
-            h.insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"hubkeeper-control\""),
-            );
-        }
-        if self.status == StatusCode::PAYLOAD_TOO_LARGE
-            || self.status == StatusCode::REQUEST_TIMEOUT
-        {
-            // The rest of the body is unread: the connection cannot be reused.
-            h.insert(header::CONNECTION, HeaderValue::from_static("close"));
-        }
-        r
     }
 }
 
@@ -128,7 +63,9 @@ impl From<ServiceError> for HttpError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::control::api::ErrorBody;
     use http_body_util::BodyExt;
+    use hyper::header;
 
     #[tokio::test]
     async fn the_shape_is_the_control_apis_error_body() {

@@ -9,12 +9,12 @@ use crate::config::HubId;
 use crate::control::api::{self, DisableRequest, EnrollRequest, HubRequest};
 use crate::control_service::provision::Provisioner;
 use crate::control_service::service::{Service, ServiceError};
+use crate::http::body::read_body;
+use crate::http::error::{json, no_store};
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{self, HeaderValue};
 use hyper::{HeaderMap, Method, Request, Response, StatusCode};
-use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::future::Future;
 use std::sync::Arc;
@@ -35,13 +35,8 @@ pub async fn handle<P: Provisioner>(
         Ok(r) => r,
         Err(e) => e.response(),
     };
-    let h = r.headers_mut();
     // Answers carry tunnel tokens and keys: no cache may keep them.
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
+    no_store(&mut r);
     tracing::info!(
         %method,
         path,
@@ -149,58 +144,9 @@ async fn read_json<T: DeserializeOwned>(
     body: Incoming,
     timeout: Duration,
 ) -> Result<T, HttpError> {
-    let bytes = read_body(headers, body, timeout).await?;
+    let bytes = read_body(headers, body, MAX_BODY, timeout).await?;
     serde_json::from_slice(&bytes)
         .map_err(|e| HttpError::bad_request(format!("invalid request body: {e}")))
-}
-
-async fn read_body(
-    headers: &HeaderMap,
-    body: Incoming,
-    timeout: Duration,
-) -> Result<Bytes, HttpError> {
-    let too_large = || {
-        HttpError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-            format!("request bodies are limited to {MAX_BODY} bytes"),
-        )
-    };
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > MAX_BODY as u64) {
-        return Err(too_large());
-    }
-    let collect = Limited::new(body, MAX_BODY).collect();
-    match tokio::time::timeout(timeout, collect).await {
-        Err(_) => Err(HttpError::new(
-            StatusCode::REQUEST_TIMEOUT,
-            "request_timeout",
-            "the request body did not arrive in time",
-        )),
-        Ok(Err(e))
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
-            Err(too_large())
-        }
-        Ok(Err(_)) => Err(HttpError::bad_request("the request body could not be read")),
-        Ok(Ok(c)) => Ok(c.to_bytes()),
-    }
-}
-
-pub(super) fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Full<Bytes>> {
-    let mut body = serde_json::to_vec(value).expect("wire types serialize");
-    body.push(b'\n');
-    let mut r = Response::new(Full::new(Bytes::from(body)));
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    r
 }
 
 #[cfg(test)]
