@@ -131,10 +131,9 @@ fn rustic_pids(profile: &Path) -> Vec<i32> {
             if argv.contains("rustic")
                 && argv.contains(&profile.display().to_string())
                 && !argv.contains("snapshots")
+                && let Ok(pid) = e.file_name().to_string_lossy().parse()
             {
-                if let Ok(pid) = e.file_name().to_string_lossy().parse() {
-                    pids.push(pid);
-                }
+                pids.push(pid);
             }
         }
     }
@@ -194,7 +193,7 @@ fn retention_keeps_exactly_what_the_keep_rules_say() {
         let when = humantime::format_rfc3339_seconds(t)
             .to_string()
             .replace('T', " ")
-            .replace('Z', "");
+            .replace('Z', "+0000");
         admin_rustic(&d, &["backup", "--time", &when]);
     }
     let yesterday = snapshot_ids(&admin_rustic(&d, &["snapshots", "--json"]));
@@ -251,7 +250,19 @@ fn a_rustic_killed_mid_run_is_a_failure_though_it_exits_0() {
 
 #[test]
 fn a_hung_store_hits_the_backup_timeout_and_rustic_is_killed() {
-    let (cs, d, _data) = hub("timeout = \"2s\"\n");
+    let (cs, d, _data) = hub("");
+    // A short timeout, set by a reload once the first backup is done.
+    let text = std::fs::read_to_string(&d.config).unwrap();
+    save_like_an_editor(
+        &d.config,
+        &text.replace(
+            "interval = \"1h\"\n",
+            "interval = \"1h\"\ntimeout = \"2s\"\n",
+        ),
+    );
+    wait_for(Duration::from_secs(10), "the reload", || {
+        d.log().contains("config reloaded")
+    });
     cs.s3.signal(Signal::SIGSTOP);
     assert_eq!(post(&d.socket, "/v1/backup").status, 202);
     let s = d.wait_status("the timeout", |s| s["backup"]["state"] == "failed");

@@ -39,7 +39,8 @@ pub struct Snapshot {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Success {
     pub snapshot: Snapshot,
-    /// WARN lines (unreadable files...): the snapshot exists but is incomplete.
+    /// Source files rustic skipped (`[WARN] ignoring error`): the snapshot exists but
+    /// is incomplete.
     pub warnings: usize,
 }
 
@@ -206,8 +207,13 @@ async fn watch_stderr(stderr: tokio::process::ChildStderr, pid: u32) -> (usize, 
     let mut warnings = 0;
     let mut last = std::collections::VecDeque::new();
     while let Ok(Some(line)) = lines.next_line().await {
-        if line.contains("WARN") {
-            warnings += 1;
+        if line.contains("[WARN]") {
+            // rustic skips a source file it cannot read with exactly this message and
+            // carries on (exit 0); other warnings (a repository not initialised yet,
+            // a retried request) do not make the snapshot incomplete.
+            if line.contains("ignoring error") {
+                warnings += 1;
+            }
             tracing::warn!(child = "rustic", pid, "{line}");
         } else {
             tracing::info!(child = "rustic", pid, "{line}");

@@ -84,8 +84,10 @@ pub struct Backups {
     now: mpsc::Sender<oneshot::Sender<RunNow>>,
 }
 
-/// `backup-state.json`.
+/// `backup-state.json`. Missing fields take their defaults, so an older or hand-made
+/// file is read, not discarded.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 struct Persisted {
     last_success: Option<String>,
     last_snapshot_id: Option<String>,

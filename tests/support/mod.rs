@@ -184,7 +184,12 @@ impl Daemon {
     }
 
     /// Like [`Daemon::spawn_at`], optionally as another user (uid = gid).
-    pub fn spawn_as(dir: tempfile::TempDir, cfg: PathBuf, env: &[(&str, &str)], uid: Option<u32>) -> Daemon {
+    pub fn spawn_as(
+        dir: tempfile::TempDir,
+        cfg: PathBuf,
+        env: &[(&str, &str)],
+        uid: Option<u32>,
+    ) -> Daemon {
         let log = dir.path().join("daemon.log");
         let mut cmd = Command::new(BIN);
         cmd.arg("run")

@@ -54,6 +54,7 @@ impl S3Server {
             let port = free_port();
             let mut cmd = Command::new(rclone());
             cmd.args(["serve", "s3", "--addr", &format!("127.0.0.1:{port}")]);
+            let port_inner = port;
             // Keys go in the environment (CSV of quoted "id,secret" pairs), not argv:
             // tests scan every process's argv for secrets.
             let csv: Vec<String> = keys
@@ -70,10 +71,11 @@ impl S3Server {
             let mut child = cmd.spawn().expect("spawn rclone");
             let end = Instant::now() + Duration::from_secs(20);
             loop {
-                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                if TcpStream::connect(("127.0.0.1", port_inner)).is_ok() {
+                    let public = dir_marker_shim(port_inner);
                     return S3Server {
                         child,
-                        endpoint: format!("http://127.0.0.1:{port}"),
+                        endpoint: format!("http://127.0.0.1:{public}"),
                         data,
                         log,
                         _dir: dir,
@@ -179,4 +181,87 @@ impl S3Client {
             Ok(bytes.into_bytes().to_vec())
         })
     }
+}
+
+/// R2, like S3, stores the empty `key/` objects that opendal (and so rustic) writes as
+/// directory markers when it initialises a repository; `rclone serve s3` refuses them
+/// ("you can't create empty folders under other folders", HTTP 500). This shim makes
+/// the stand-in behave like R2 there: it answers such PUTs itself (200, empty ETag) and
+/// forwards every other request to rclone unchanged, Host header included, so
+/// signatures are still verified by rclone. Returns the port clients should use.
+fn dir_marker_shim(upstream: u16) -> u16 {
+    use http_body_util::{BodyExt, Empty, Full};
+    use hyper::body::Incoming;
+    use hyper::{Method, Request, Response};
+    use hyper_util::rt::TokioIo;
+
+    type Body = http_body_util::combinators::BoxBody<bytes::Bytes, hyper::Error>;
+
+    let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = std_listener.local_addr().unwrap().port();
+    std_listener.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
+            loop {
+                let Ok((client, _)) = listener.accept().await else {
+                    continue;
+                };
+                tokio::spawn(async move {
+                    let Ok(up) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
+                    else {
+                        return;
+                    };
+                    let Ok((sender, conn)) =
+                        hyper::client::conn::http1::handshake::<_, Incoming>(TokioIo::new(up))
+                            .await
+                    else {
+                        return;
+                    };
+                    tokio::spawn(conn);
+                    let sender = std::sync::Arc::new(tokio::sync::Mutex::new(sender));
+                    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                        let sender = sender.clone();
+                        async move {
+                            let path = req.uri().path();
+                            // "/bucket/some/dir/": a key below a bucket, ending in '/'.
+                            let key = path
+                                .trim_start_matches('/')
+                                .split_once('/')
+                                .map(|(_, k)| k)
+                                .unwrap_or("");
+                            if req.method() == Method::PUT && !key.is_empty() && key.ends_with('/')
+                            {
+                                let resp = Response::builder()
+                                    .header("ETag", "\"d41d8cd98f00b204e9800998ecf8427e\"")
+                                    .body(Empty::new().map_err(|never| match never {}).boxed())
+                                    .unwrap();
+                                return Ok::<Response<Body>, hyper::Error>(resp);
+                            }
+                            let resp = sender.lock().await.send_request(req).await;
+                            match resp {
+                                Ok(r) => Ok(r.map(|b| b.boxed())),
+                                Err(_) => Ok(Response::builder()
+                                    .status(502)
+                                    .body(
+                                        Full::new(bytes::Bytes::from_static(b"upstream failed"))
+                                            .map_err(|never| match never {})
+                                            .boxed(),
+                                    )
+                                    .unwrap()),
+                            }
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(client), service)
+                        .await;
+                });
+            }
+        });
+    });
+    port
 }
