@@ -74,8 +74,13 @@ hk_start_s3() {
         # CSV, one quoted "id,secret" pair each: rclone's format for a list in a variable.
         keys="$keys${keys:+,}\"$(cat "$dir/s3-access-key-id-$i"),$(cat "$dir/s3-secret-access-key-$i")\""
     done
-    RCLONE_CONFIG=/dev/null RCLONE_AUTH_KEY="$keys" "$HK_RCLONE" serve s3 --addr 127.0.0.1:9000 \
+    hk_port_free 9001 "the S3 server's backend" || return 1
+    RCLONE_CONFIG=/dev/null RCLONE_AUTH_KEY="$keys" "$HK_RCLONE" serve s3 --addr 127.0.0.1:9001 \
         "$HK_STATE/s3" 2>"$HK_STATE/s3.log" &
+    HK_RCLONE_PID=$!
+    hk_wait_port 9001
+    # In front of rclone: accepts the directory markers rustic writes, as R2 does.
+    "$HK_ROOT/target/debug/s3-dirmarker-proxy" 127.0.0.1:9000 127.0.0.1:9001 2>>"$HK_STATE/s3.log" &
     HK_S3_PID=$!
     hk_wait_port 9000
 }

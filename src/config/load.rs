@@ -147,6 +147,7 @@ fn resolve_paths(cfg: &mut Config, base: &Path) {
     fix(&mut cfg.secrets_dir);
     fix(&mut cfg.tunnel.cloudflared);
     fix(&mut cfg.backup.rustic);
+    cfg.backup.paths.iter_mut().for_each(fix);
     if let Some(m) = &mut cfg.managed {
         m.token_file.as_mut().map(fix);
     }

@@ -106,14 +106,6 @@ pub fn validate(cfg: &Config) -> Vec<(String, String)> {
                     .into(),
             );
         }
-        for path in &b.paths {
-            if !path.is_absolute() {
-                bad(
-                    "backup.paths",
-                    format!("\"{}\" is not an absolute path", path.display()),
-                );
-            }
-        }
         if b.keep_daily == 0 && b.keep_weekly == 0 && b.keep_monthly == 0 {
             bad(
                 "backup.keep_daily",

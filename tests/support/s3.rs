@@ -34,6 +34,7 @@ pub fn free_port() -> u16 {
 
 pub struct S3Server {
     child: Child,
+    shim: Child,
     pub endpoint: String,
     /// rclone's data directory: `data/<bucket>/<key>`.
     pub data: PathBuf,
@@ -72,9 +73,10 @@ impl S3Server {
             let end = Instant::now() + Duration::from_secs(20);
             loop {
                 if TcpStream::connect(("127.0.0.1", port_inner)).is_ok() {
-                    let public = dir_marker_shim(port_inner);
+                    let (public, shim) = dir_marker_shim(port_inner);
                     return S3Server {
                         child,
+                        shim,
                         endpoint: format!("http://127.0.0.1:{public}"),
                         data,
                         log,
@@ -142,6 +144,8 @@ impl S3Server {
 
 impl Drop for S3Server {
     fn drop(&mut self) {
+        let _ = self.shim.kill();
+        let _ = self.shim.wait();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -183,85 +187,29 @@ impl S3Client {
     }
 }
 
-/// R2, like S3, stores the empty `key/` objects that opendal (and so rustic) writes as
-/// directory markers when it initialises a repository; `rclone serve s3` refuses them
-/// ("you can't create empty folders under other folders", HTTP 500). This shim makes
-/// the stand-in behave like R2 there: it answers such PUTs itself (200, empty ETag) and
-/// forwards every other request to rclone unchanged, Host header included, so
-/// signatures are still verified by rclone. Returns the port clients should use.
-fn dir_marker_shim(upstream: u16) -> u16 {
-    use http_body_util::{BodyExt, Empty, Full};
-    use hyper::body::Incoming;
-    use hyper::{Method, Request, Response};
-    use hyper_util::rt::TokioIo;
-
-    type Body = http_body_util::combinators::BoxBody<bytes::Bytes, hyper::Error>;
-
-    let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = std_listener.local_addr().unwrap().port();
-    std_listener.set_nonblocking(true).unwrap();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
-            loop {
-                let Ok((client, _)) = listener.accept().await else {
-                    continue;
-                };
-                tokio::spawn(async move {
-                    let Ok(up) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
-                    else {
-                        return;
-                    };
-                    let Ok((sender, conn)) =
-                        hyper::client::conn::http1::handshake::<_, Incoming>(TokioIo::new(up))
-                            .await
-                    else {
-                        return;
-                    };
-                    tokio::spawn(conn);
-                    let sender = std::sync::Arc::new(tokio::sync::Mutex::new(sender));
-                    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                        let sender = sender.clone();
-                        async move {
-                            let path = req.uri().path();
-                            // "/bucket/some/dir/": a key below a bucket, ending in '/'.
-                            let key = path
-                                .trim_start_matches('/')
-                                .split_once('/')
-                                .map(|(_, k)| k)
-                                .unwrap_or("");
-                            if req.method() == Method::PUT && !key.is_empty() && key.ends_with('/')
-                            {
-                                let resp = Response::builder()
-                                    .header("ETag", "\"d41d8cd98f00b204e9800998ecf8427e\"")
-                                    .body(Empty::new().map_err(|never| match never {}).boxed())
-                                    .unwrap();
-                                return Ok::<Response<Body>, hyper::Error>(resp);
-                            }
-                            let resp = sender.lock().await.send_request(req).await;
-                            match resp {
-                                Ok(r) => Ok(r.map(|b| b.boxed())),
-                                Err(_) => Ok(Response::builder()
-                                    .status(502)
-                                    .body(
-                                        Full::new(bytes::Bytes::from_static(b"upstream failed"))
-                                            .map_err(|never| match never {})
-                                            .boxed(),
-                                    )
-                                    .unwrap()),
-                            }
-                        }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(client), service)
-                        .await;
-                });
+/// Starts `s3-dirmarker-proxy` in front of rclone (see that program: R2 accepts the
+/// directory markers rustic writes, rclone does not). Returns its port and process.
+fn dir_marker_shim(upstream: u16) -> (u16, Child) {
+    for _ in 0..5 {
+        let port = free_port();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_s3-dirmarker-proxy"))
+            .arg(format!("127.0.0.1:{port}"))
+            .arg(format!("127.0.0.1:{upstream}"))
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn s3-dirmarker-proxy");
+        let end = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < end {
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return (port, child);
             }
-        });
-    });
-    port
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    panic!("s3-dirmarker-proxy did not start");
 }
