@@ -29,21 +29,13 @@ pub fn compose(i: &Inputs<'_>) -> Status {
         note: i.managed.note.clone(),
         ..Status::default()
     };
-    s.tunnel.state = t.state;
-    s.tunnel.pid = t.pid;
-    s.tunnel.restarts = t.restarts;
-    s.tunnel.ready_connections = t.ready_connections;
-    s.tunnel.since = t.since;
+    s.tunnel = t.status.clone();
     s.checks.tunnel = t.check.clone();
     s.checks.dns = i.health.dns.clone();
     s.checks.r2 = i.health.r2.clone();
     s.last_health_check = i.health.last_run;
     let b = i.backup;
-    s.backup.state = b.state;
-    s.backup.last_success = b.last_success;
-    s.backup.last_snapshot_id = b.last_snapshot_id.clone();
-    s.backup.next_run = b.next_run;
-    s.backup.last_error = b.last_error.clone();
+    s.backup = b.status.clone();
     if let Some(e) = &i.managed.enrollment {
         s.hostname = Some(e.hostname.clone());
         s.tunnel_id = Some(e.tunnel_id.clone());
@@ -93,15 +85,16 @@ fn managed_state(i: &Inputs<'_>, s: &Status) -> State {
         .problem
         .as_ref()
         .is_some_and(|p| p.code == "tunnel_crash_loop");
-    if t.state == TunnelState::Fatal || crash_loop {
+    if t.status.state == TunnelState::Fatal || crash_loop {
         return State::Error;
     }
-    let tunnel_ok = t.state == TunnelState::Running && t.check.as_ref().is_some_and(|c| c.ok);
+    let tunnel_ok =
+        t.status.state == TunnelState::Running && t.check.as_ref().is_some_and(|c| c.ok);
     let checks_failing =
         blocking(Component::Dns) || blocking(Component::R2) || blocking(Component::Backup);
     // The first checks are not finished: a first start of cloudflared that has not
     // been ready yet, no completed health run, or fresh keys R2 has not accepted yet.
-    let first_start = !t.been_ready && t.restarts == 0;
+    let first_start = !t.been_ready && t.status.restarts == 0;
     let first_checks = h.last_run.is_none() || (h.r2_pending && !checks_failing);
     if !checks_failing && (first_start || (tunnel_ok && first_checks)) {
         return State::Starting;
@@ -214,21 +207,19 @@ mod tests {
     fn tunnel_states_map_to_overall_states() {
         let cfg = managed_config(true);
         let m = enrolled();
-        let mut t = TunnelView {
-            state: TunnelState::Starting,
-            ..TunnelView::default()
-        };
+        let mut t = TunnelView::default();
+        t.status.state = TunnelState::Starting;
         assert_eq!(state(&cfg, &m, &t).state, State::Starting);
-        t.state = TunnelState::Running;
+        t.status.state = TunnelState::Running;
         t.check = ok_check();
         t.been_ready = true;
-        t.ready_connections = Some(4);
+        t.status.ready_connections = Some(4);
         let s = state(&cfg, &m, &t);
         assert_eq!(s.state, State::Ready);
         assert_eq!(s.hostname.as_deref(), Some("acme-1.example.com"));
         assert_eq!(s.tunnel.ready_connections, Some(4));
-        t.state = TunnelState::Backoff;
-        t.restarts = 1;
+        t.status.state = TunnelState::Backoff;
+        t.status.restarts = 1;
         assert_eq!(state(&cfg, &m, &t).state, State::Degraded);
         t.problem = Some(Problem {
             code: "tunnel_crash_loop",
@@ -237,7 +228,7 @@ mod tests {
         });
         assert_eq!(state(&cfg, &m, &t).state, State::Error);
         t.problem = None;
-        t.state = TunnelState::Fatal;
+        t.status.state = TunnelState::Fatal;
         assert_eq!(state(&cfg, &m, &t).state, State::Error);
     }
 }

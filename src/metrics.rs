@@ -118,7 +118,7 @@ impl Metrics {
                 .map_or(0.0, |d| d.as_secs_f64())
         };
         self.backup_last_success
-            .set(b.last_success.map_or(0.0, secs));
+            .set(b.status.last_success.map_or(0.0, secs));
         self.backup_last_duration
             .set(b.last_duration.map_or(0.0, |d| d.as_secs_f64()));
         self.backup_last_bytes_added

@@ -12,6 +12,10 @@ use support::s3::free_port;
 use support::stack::*;
 use support::*;
 
+/// Backups run real rustic: on a loaded two-core machine they take far longer than a
+/// status change.
+const BACKUP_WAIT: Duration = Duration::from_secs(120);
+
 fn rustic_bin() -> PathBuf {
     let p = std::env::var_os("HUBKEEPER_TEST_RUSTIC")
         .map(PathBuf::from)
@@ -53,7 +57,7 @@ fn hub(extra_backup: &str) -> (ControlService, Daemon, PathBuf) {
         &backup_section(&data, extra_backup),
     );
     let (d, _st) = start_managed(&cfg, "");
-    d.wait_status("the first backup", |s| {
+    d.wait_status_within(BACKUP_WAIT, "the first backup", |s| {
         s["backup"]["last_snapshot_id"].is_string()
     });
     (cs, d, data)
@@ -143,7 +147,7 @@ fn rustic_pids(profile: &Path) -> Vec<i32> {
 #[test]
 fn the_first_backup_runs_at_once_and_restores_with_the_plain_rustic_cli() {
     let (_cs, d, data) = hub("");
-    let s = d.wait_status("ready", |s| s["state"] == "ready");
+    let s = d.wait_status_within(BACKUP_WAIT, "ready", |s| s["state"] == "ready");
     let id = s["backup"]["last_snapshot_id"].as_str().unwrap().to_owned();
     assert_eq!(s["backup"]["state"], "idle");
     assert!(s["backup"]["last_success"].is_string());
@@ -201,7 +205,7 @@ fn retention_keeps_exactly_what_the_keep_rules_say() {
     // A second backup today; then forget keeps the latest of each of 2 days.
     let first = d.status()["backup"]["last_snapshot_id"].clone();
     assert_eq!(post(&d.socket, "/v1/backup").status, 202);
-    let s = d.wait_status("the second backup", |s| {
+    let s = d.wait_status_within(BACKUP_WAIT, "the second backup", |s| {
         s["backup"]["last_snapshot_id"] != first && s["backup"]["state"] == "idle"
     });
     let kept = snapshot_ids(&admin_rustic(&d, &["snapshots", "--json"]));
@@ -235,7 +239,9 @@ fn a_rustic_killed_mid_run_is_a_failure_though_it_exits_0() {
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid), Signal::SIGTERM);
     }
     cs.s3.signal(Signal::SIGCONT);
-    let s = d.wait_status("a failed backup", |s| s["backup"]["state"] == "failed");
+    let s = d.wait_status_within(BACKUP_WAIT, "a failed backup", |s| {
+        s["backup"]["state"] == "failed"
+    });
     assert_eq!(s["backup"]["last_snapshot_id"], first, "no new snapshot");
     assert!(
         s["backup"]["last_error"]
@@ -265,7 +271,9 @@ fn a_hung_store_hits_the_backup_timeout_and_rustic_is_killed() {
     });
     cs.s3.signal(Signal::SIGSTOP);
     assert_eq!(post(&d.socket, "/v1/backup").status, 202);
-    let s = d.wait_status("the timeout", |s| s["backup"]["state"] == "failed");
+    let s = d.wait_status_within(BACKUP_WAIT, "the timeout", |s| {
+        s["backup"]["state"] == "failed"
+    });
     cs.s3.signal(Signal::SIGCONT);
     assert!(
         s["backup"]["last_error"]
@@ -284,7 +292,9 @@ fn disabling_stops_a_running_backup() {
     let (cs, d, _data) = hub("");
     cs.s3.signal(Signal::SIGSTOP);
     assert_eq!(post(&d.socket, "/v1/backup").status, 202);
-    d.wait_status("running", |s| s["backup"]["state"] == "running");
+    d.wait_status_within(BACKUP_WAIT, "running", |s| {
+        s["backup"]["state"] == "running"
+    });
     let text = std::fs::read_to_string(&d.config).unwrap().replacen(
         "enabled = true",
         "enabled = false",
@@ -292,7 +302,7 @@ fn disabling_stops_a_running_backup() {
     );
     save_like_an_editor(&d.config, &text);
     cs.s3.signal(Signal::SIGCONT);
-    let s = d.wait_status("disabled", |s| {
+    let s = d.wait_status_within(BACKUP_WAIT, "disabled", |s| {
         s["state"] == "disabled" && s["backup"]["state"] == "disabled"
     });
     assert!(
@@ -340,7 +350,7 @@ fn rustic_missing_and_overdue_degrade_with_hints_and_retry_with_backoff() {
         &[("CLOUDFLARED_STANDIN_DIR", sdir.to_str().unwrap())],
     );
     d.wait_serving();
-    let s = d.wait_status("failed and overdue", |s| {
+    let s = d.wait_status_within(BACKUP_WAIT, "failed and overdue", |s| {
         s["backup"]["state"] == "failed" && s["errors"].to_string().contains("backup_overdue")
     });
     assert_eq!(s["state"], "degraded", "{s:#}");
@@ -382,7 +392,7 @@ fn a_missed_run_is_caught_up_at_start() {
             .into();
     std::fs::write(&path, serde_json::to_vec(&st).unwrap()).unwrap();
     let d = restart(d);
-    d.wait_status("the caught-up backup", |s| {
+    d.wait_status_within(BACKUP_WAIT, "the caught-up backup", |s| {
         s["backup"]["last_snapshot_id"] != first && s["backup"]["state"] == "idle"
     });
 }
@@ -429,7 +439,7 @@ fn unreadable_files_make_a_partial_backup_with_their_count() {
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let d = Daemon::spawn_as(dir, root.join("hk.toml"), &env, Some(NOBODY));
     d.wait_serving();
-    let s = d.wait_status("a partial backup", |s| {
+    let s = d.wait_status_within(BACKUP_WAIT, "a partial backup", |s| {
         s["errors"].to_string().contains("backup_partial")
     });
     assert!(

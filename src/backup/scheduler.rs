@@ -17,7 +17,7 @@ use super::run::{self, Invocation, RunError};
 use crate::config::Config;
 use crate::r2::Target;
 use crate::secrets::SecretsStore;
-use crate::status::{BackupState, Component, StatusError, rfc3339};
+use crate::status::{BackupState, BackupStatus, Component, StatusError, rfc3339};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -40,34 +40,15 @@ pub struct BackupTargets {
     pub enrolled_at: Option<SystemTime>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct BackupView {
-    pub state: BackupState,
-    pub last_success: Option<SystemTime>,
-    pub last_snapshot_id: Option<String>,
-    pub next_run: Option<SystemTime>,
-    pub last_error: Option<String>,
+    /// `backup` of the status object, as served.
+    pub status: BackupStatus,
     /// For `errors[]`: the current failure or partial result, and overdue.
     pub errors: Vec<StatusError>,
     pub last_duration: Option<Duration>,
     pub last_bytes_added: Option<u64>,
     pub failures_total: u64,
-}
-
-impl Default for BackupView {
-    fn default() -> Self {
-        Self {
-            state: BackupState::Disabled,
-            last_success: None,
-            last_snapshot_id: None,
-            next_run: None,
-            last_error: None,
-            errors: Vec::new(),
-            last_duration: None,
-            last_bytes_added: None,
-            failures_total: 0,
-        }
-    }
 }
 
 /// The answer to "start a backup now".
@@ -365,11 +346,13 @@ impl Actor {
             BackupState::Idle
         };
         let view = BackupView {
-            state,
-            last_success: parse(&p.last_success),
-            last_snapshot_id: p.last_snapshot_id.clone(),
-            next_run: if running { None } else { next },
-            last_error: p.last_error.clone(),
+            status: BackupStatus {
+                state,
+                last_success: parse(&p.last_success),
+                last_snapshot_id: p.last_snapshot_id.clone(),
+                next_run: if running { None } else { next },
+                last_error: p.last_error.clone(),
+            },
             errors,
             last_duration: p.last_duration_ms.map(Duration::from_millis),
             last_bytes_added: p.last_bytes_added,

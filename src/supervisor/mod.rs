@@ -19,7 +19,7 @@ pub use probe::{Probe, Prober, root_cause};
 
 use crate::backoff::Backoff;
 pub use crate::status::Problem;
-use crate::status::{Check, TunnelState};
+use crate::status::{Check, TunnelState, TunnelStatus};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use std::net::SocketAddr;
@@ -75,32 +75,14 @@ impl TunnelSpec {
 }
 
 /// What the supervisor publishes.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct TunnelView {
-    pub state: TunnelState,
-    pub pid: Option<u32>,
-    pub restarts: u64,
-    pub ready_connections: Option<u32>,
-    pub since: Option<SystemTime>,
+    /// `tunnel` of the status object, as served.
+    pub status: TunnelStatus,
     pub check: Option<Check>,
     pub problem: Option<Problem>,
     /// Whether the current child has been ready at least once.
     pub been_ready: bool,
-}
-
-impl Default for TunnelView {
-    fn default() -> Self {
-        Self {
-            state: TunnelState::Stopped,
-            pid: None,
-            restarts: 0,
-            ready_connections: None,
-            since: None,
-            check: None,
-            problem: None,
-            been_ready: false,
-        }
-    }
 }
 
 enum Cmd {
@@ -195,8 +177,11 @@ impl Actor {
             let Some(spec) = self.spec.clone() else {
                 self.publish(|v| {
                     *v = TunnelView {
-                        restarts: v.restarts,
-                        since: Some(SystemTime::now()),
+                        status: TunnelStatus {
+                            restarts: v.status.restarts,
+                            since: Some(SystemTime::now()),
+                            ..TunnelStatus::default()
+                        },
                         ..TunnelView::default()
                     }
                 });
@@ -215,10 +200,10 @@ impl Actor {
                 Err(problem) => {
                     tracing::error!("{}", problem.message);
                     self.publish(|v| {
-                        v.state = TunnelState::Fatal;
-                        v.pid = None;
-                        v.ready_connections = None;
-                        v.since = Some(SystemTime::now());
+                        v.status.state = TunnelState::Fatal;
+                        v.status.pid = None;
+                        v.status.ready_connections = None;
+                        v.status.since = Some(SystemTime::now());
                         v.problem = Some(problem);
                     });
                     // Only an admin can fix this; look again now and then so that
@@ -265,7 +250,7 @@ impl Actor {
                         };
                         tracing::error!("{}", problem.message);
                         self.publish(|v| {
-                            v.state = TunnelState::Fatal;
+                            v.status.state = TunnelState::Fatal;
                             v.problem = Some(problem);
                         });
                         spec.backoff_max.max(Duration::from_secs(1))
@@ -291,12 +276,12 @@ impl Actor {
                 }
             };
 
-            if self.view.borrow().state != TunnelState::Fatal {
+            if self.view.borrow().status.state != TunnelState::Fatal {
                 self.publish(|v| {
-                    v.state = TunnelState::Backoff;
-                    v.pid = None;
-                    v.ready_connections = None;
-                    v.since = Some(SystemTime::now());
+                    v.status.state = TunnelState::Backoff;
+                    v.status.pid = None;
+                    v.status.ready_connections = None;
+                    v.status.since = Some(SystemTime::now());
                 });
             }
             match self.wait(delay).await {
@@ -312,7 +297,7 @@ impl Actor {
 
     /// Bookkeeping after a child died or was restarted.
     fn after_death(&mut self, ready_for: Option<Duration>) {
-        let restarts = self.view.borrow().restarts + 1;
+        let restarts = self.view.borrow().status.restarts + 1;
         match ready_for {
             Some(d) if d >= HEALTHY_RESET => {
                 self.backoff.reset();
@@ -330,7 +315,7 @@ impl Actor {
             hint: "see cloudflared's lines in hubkeeper's journal (journalctl -u hubkeeper): the tunnel token may be invalid, or outbound port 7844 blocked",
         });
         self.publish(|v| {
-            v.restarts = restarts;
+            v.status.restarts = restarts;
             v.problem = crash_loop;
         });
     }
@@ -418,10 +403,10 @@ impl Actor {
         let started = Instant::now();
         tracing::info!(pid, "cloudflared started");
         self.publish(|v| {
-            v.state = TunnelState::Starting;
-            v.pid = pid;
-            v.ready_connections = None;
-            v.since = Some(SystemTime::now());
+            v.status.state = TunnelState::Starting;
+            v.status.pid = pid;
+            v.status.ready_connections = None;
+            v.status.since = Some(SystemTime::now());
             v.been_ready = false;
         });
         let mut spec = spec.clone();
@@ -454,18 +439,18 @@ impl Actor {
                             self.deaths_before_ready = 0;
                         }
                         self.publish(|v| {
-                            if v.state != TunnelState::Running {
-                                v.since = Some(SystemTime::now());
+                            if v.status.state != TunnelState::Running {
+                                v.status.since = Some(SystemTime::now());
                             }
-                            v.state = TunnelState::Running;
-                            v.ready_connections = Some(connections);
+                            v.status.state = TunnelState::Running;
+                            v.status.ready_connections = Some(connections);
                             v.check = Some(check);
                             v.been_ready = true;
                             v.problem = None;
                         });
                     } else {
                         self.publish(|v| {
-                            v.ready_connections = None;
+                            v.status.ready_connections = None;
                             v.check = Some(check);
                         });
                         if ready_since.is_some() {
@@ -547,8 +532,8 @@ impl Actor {
     /// One SIGTERM to the group, then SIGKILL after the grace period and a margin.
     async fn stop_child(&mut self, child: &mut Child, grace: Duration) {
         self.publish(|v| {
-            v.state = TunnelState::Stopping;
-            v.since = Some(SystemTime::now());
+            v.status.state = TunnelState::Stopping;
+            v.status.since = Some(SystemTime::now());
         });
         let Some(pid) = child.id() else {
             let _ = child.wait().await;

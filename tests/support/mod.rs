@@ -262,14 +262,25 @@ impl Daemon {
         r.json()
     }
 
-    /// Waits until the status satisfies `f`.
+    /// Waits (up to 10 s) until the status satisfies `f`.
     pub fn wait_status(
         &self,
+        what: &str,
+        f: impl FnMut(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        self.wait_status_within(Duration::from_secs(10), what, f)
+    }
+
+    /// Waits up to `limit` until the status satisfies `f` (backups on a busy machine
+    /// need minutes, not seconds).
+    pub fn wait_status_within(
+        &self,
+        limit: Duration,
         what: &str,
         mut f: impl FnMut(&serde_json::Value) -> bool,
     ) -> serde_json::Value {
         let mut last = serde_json::Value::Null;
-        let end = Instant::now() + Duration::from_secs(10);
+        let end = Instant::now() + limit;
         while Instant::now() < end {
             last = self.status();
             if f(&last) {
