@@ -77,7 +77,7 @@ impl Metrics {
         let backup_last_duration = Gauge::<f64, AtomicU64>::default();
         registry.register(
             "backup_last_duration_seconds",
-            "Duration of the last successful backup",
+            "Duration of the last successful backup run (backup and retention)",
             backup_last_duration.clone(),
         );
         let backup_last_bytes_added = Gauge::default();

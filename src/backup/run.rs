@@ -39,6 +39,8 @@ pub struct Snapshot {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Success {
     pub snapshot: Snapshot,
+    /// The whole run: backup, retention and process start-up.
+    pub wall: Duration,
     /// Source files rustic skipped (`[WARN] ignoring error`): the snapshot exists but
     /// is incomplete.
     pub warnings: usize,
@@ -103,7 +105,8 @@ impl RunError {
 
 /// Runs backup then retention. `stop` ends it early (recorded as [`RunError::Stopped`]).
 pub async fn run(inv: &Invocation, stop: &CancellationToken) -> Result<Success, RunError> {
-    let deadline = Instant::now() + inv.timeout;
+    let started = Instant::now();
+    let deadline = started + inv.timeout;
     let out = step(
         inv,
         "backup",
@@ -121,8 +124,15 @@ pub async fn run(inv: &Invocation, stop: &CancellationToken) -> Result<Success, 
         "backup saved"
     );
     step(inv, "forget", &["forget", "--prune"], deadline, stop).await?;
+    let wall = started.elapsed();
+    tracing::info!(
+        snapshot = %snapshot.id,
+        seconds = wall.as_secs_f64(),
+        "backup run finished (backup and retention)"
+    );
     Ok(Success {
         snapshot,
+        wall,
         warnings: out.warnings,
     })
 }

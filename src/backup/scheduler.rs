@@ -271,7 +271,7 @@ impl Actor {
                 p.last_snapshot_id = Some(ok.snapshot.id.clone());
                 p.last_error = None;
                 p.consecutive_failures = 0;
-                p.last_duration_ms = Some(ok.snapshot.duration.as_millis() as u64);
+                p.last_duration_ms = Some(ok.wall.as_millis() as u64);
                 p.last_bytes_added = Some(ok.snapshot.bytes_added);
                 p.last_warnings = ok.warnings;
                 self.overdue = false;
