@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 
 /// Time from the first file event to re-reading the config: editors write in several
 /// steps, and one read should see them all.
-const RELOAD_DEBOUNCE: Duration = Duration::from_millis(200);
+const RELOAD_DEBOUNCE: Duration = Duration::from_millis(100);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {

@@ -131,7 +131,11 @@ impl Actor {
                 waiters.push(w);
             }
             if let Some(t) = targets {
-                let view = run_checks(&t).await;
+                // A check can take its full timeouts; shutdown must not wait for it.
+                let view = tokio::select! {
+                    v = run_checks(&t) => v,
+                    () = self.shutdown.cancelled() => return,
+                };
                 self.view.send_replace(view);
                 next = Some(tokio::time::Instant::now() + t.interval);
             }
