@@ -1596,10 +1596,18 @@ fn toggle_phase(dir: &Path, toggles: usize) -> Result<Toggles> {
             .context("no sigterm event")?;
         stamped.push(sig.t_ms as f64 - wall0);
         observed.push(sig.seen.duration_since(t0).as_secs_f64() * 1e3);
-        // The disable completes at the control service (which deletes the enrollment),
-        // so the next enable enrolls afresh: a new tunnel, as after any disable.
-        wait_state(&socket, "disabled", ready)?;
-        wait_note(&socket, "disabled ", ready)?;
+        // Re-enabled only once this disable has completed at the control service: the
+        // enrollment is gone (no hostname) and the note says "disabled <time>". The
+        // next enable then enrolls afresh. (Re-enabling while the disable is still
+        // being told to the control service is lost by this build: the daemon stays
+        // stopped.)
+        wait_status(&socket, ready, "a completed disable", |s| {
+            s["state"] == "disabled"
+                && s["hostname"].is_null()
+                && s["note"]
+                    .as_str()
+                    .is_some_and(|n| n.starts_with("disabled "))
+        })?;
 
         let t1 = Instant::now();
         hub.save_config(&on)?;
@@ -1673,13 +1681,6 @@ fn status(socket: &Path) -> Result<serde_json::Value> {
 fn wait_state(socket: &Path, want: &str, limit: Duration) -> Result<Duration> {
     wait_status(socket, limit, &format!("state {want:?}"), |s| {
         s["state"] == want
-    })
-}
-
-/// Polls the status until `note` starts with `prefix`.
-fn wait_note(socket: &Path, prefix: &str, limit: Duration) -> Result<Duration> {
-    wait_status(socket, limit, &format!("a note starting {prefix:?}"), |s| {
-        s["note"].as_str().is_some_and(|n| n.starts_with(prefix))
     })
 }
 
