@@ -303,11 +303,10 @@ impl Engine {
         let enrolled = matches!(enrollment::load(&self.store), Ok(Some(_)));
         let managed_off =
             !cfg.enabled && (cfg.mode == Some(Mode::Managed) || cfg.managed.is_some());
-        if managed_off
-            && (enrolled || self.state.disable_pending.is_some())
-            && let Next::Shutdown = self.disable(loaded).await
-        {
-            return Next::Shutdown;
+        if managed_off && (enrolled || self.state.disable_pending.is_some()) {
+            // Whatever ended the disable (done, or a config change it consumed, such as
+            // enabling again) is for run() to act on.
+            return self.disable(loaded).await;
         }
         self.publish(|v| {
             v.enrollment = None;

@@ -674,3 +674,24 @@ fn a_binary_that_is_not_executable_is_an_error_with_a_hint() {
         .expect("not executable error");
     assert!(e["hint"].as_str().unwrap().contains("executable"), "{e}");
 }
+
+#[test]
+fn enabling_again_while_the_disable_is_pending_resumes_the_tunnel() {
+    let mut cs = ControlService::start();
+    let (d, st) = start_enabled(&cs, "");
+    let hostname = d.status()["hostname"].clone();
+    cs.pause();
+    disabled(&d);
+    d.wait_status("disable pending", |s| {
+        s["note"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("disable pending"))
+    });
+    set_enabled(&d, true);
+    // The control service never heard of the disable: the stored enrollment is still
+    // valid, so the tunnel runs again without it.
+    let s = d.wait_status("running again", |s| s["tunnel"]["state"] == "running");
+    assert_eq!(s["hostname"], hostname);
+    assert_eq!(st.of("start").len(), 2);
+    assert!(secrets(&d).join("enrollment.json").exists());
+}

@@ -352,6 +352,22 @@ impl Actor {
 
     /// Waits `d`, unless a command changes what to do.
     async fn wait(&mut self, d: Duration) -> Wake {
+        if d.is_zero() {
+            // tokio rounds every sleep up to its next 1 ms tick; no delay means now.
+            // Commands already queued still win.
+            return match self.rx.try_recv() {
+                Ok(Cmd::Stop(done)) => Wake::Stopped(done),
+                Ok(Cmd::Run(s)) if !self.spec.as_ref().is_some_and(|cur| cur.same_child(&s)) => {
+                    Wake::Replaced(s)
+                }
+                Ok(Cmd::Run(s)) => {
+                    self.spec = Some(*s);
+                    Wake::Timer
+                }
+                Err(mpsc::error::TryRecvError::Disconnected) => Wake::Closed,
+                Err(mpsc::error::TryRecvError::Empty) => Wake::Timer,
+            };
+        }
         let until = Instant::now() + d;
         loop {
             tokio::select! {
