@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 use support::s3::{S3Server, free_port};
-use support::{BIN, Resp, parse_response};
+use support::{BIN, Resp};
 
 /// The control API's body limit.
 const BODY_LIMIT: usize = 64 * 1024;
@@ -121,7 +121,7 @@ impl Control {
     }
 
     fn raw(&self, request: &[u8]) -> Resp {
-        http(self.port, request).unwrap_or_else(|e| panic!("request failed: {e}"))
+        support::tcp(self.port, request).unwrap_or_else(|e| panic!("request failed: {e}"))
     }
 
     /// A request with the right token unless `token` says otherwise.
@@ -213,27 +213,6 @@ fn spawn_appending(config: &Path, log: &Path) -> Child {
         .stderr(f)
         .spawn()
         .expect("spawn hubkeeper control-service")
-}
-
-/// Sends raw bytes over TCP and reads one response.
-fn http(port: u16, request: &[u8]) -> std::io::Result<Resp> {
-    let mut s = TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(60)))?;
-    s.write_all(request)?;
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 16384];
-    loop {
-        if let Some(r) = parse_response(&buf) {
-            return Ok(r);
-        }
-        let n = s.read(&mut chunk)?;
-        if n == 0 {
-            return parse_response(&buf).ok_or_else(|| {
-                std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "no full response")
-            });
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
 }
 
 fn s3() -> S3Server {

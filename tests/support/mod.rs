@@ -104,10 +104,22 @@ pub fn parse_response(raw: &[u8]) -> Option<Resp> {
     })
 }
 
-/// Sends raw bytes and reads one response (until it is complete or the peer closes).
+/// Sends raw bytes over the daemon's socket and reads one response.
 pub fn raw(socket: &Path, request: &[u8]) -> std::io::Result<Resp> {
-    let mut s = UnixStream::connect(socket)?;
+    let s = UnixStream::connect(socket)?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    exchange(s, request)
+}
+
+/// Sends raw bytes over TCP to a loopback port and reads one response.
+pub fn tcp(port: u16, request: &[u8]) -> std::io::Result<Resp> {
+    let s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(60)))?;
+    exchange(s, request)
+}
+
+/// Writes `request`, then reads until one response is complete or the peer closes.
+fn exchange(mut s: impl Read + Write, request: &[u8]) -> std::io::Result<Resp> {
     s.write_all(request)?;
     let mut buf = Vec::new();
     let mut chunk = [0u8; 16384];
