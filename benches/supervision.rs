@@ -50,6 +50,11 @@
 //! loopback is ever contacted.
 
 use anyhow::{Context as _, Result, bail};
+
+// The DNS server the tests use, for the toggle phase's health checks.
+#[allow(dead_code)]
+#[path = "../tests/support/dns.rs"]
+mod dns;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use notify::{EventKind, RecursiveMode, Watcher};
@@ -1391,7 +1396,7 @@ fn s6_crashes(dir: &Path, argv: &[String], crashes: usize) -> Result<Respawns> {
 struct Stack {
     control_url: String,
     control_token: PathBuf,
-    dns: DnsResponder,
+    dns: dns::DnsServer,
     // Dropped in this order: the control service before the store it uses.
     _control: Proc,
     _s3: Proc,
@@ -1452,7 +1457,7 @@ secret_access_key_file = "sk"
         Ok(Self {
             control_url: format!("http://127.0.0.1:{port}"),
             control_token,
-            dns: DnsResponder::start(ZONE)?,
+            dns: dns::DnsServer::start(ZONE),
             _control: control,
             _s3: s3,
         })
@@ -1484,76 +1489,6 @@ fn wait_port(p: &mut Proc, port: u16) -> Result<()> {
         std::thread::sleep(Duration::from_millis(10));
     }
     Ok(())
-}
-
-/// A DNS responder on loopback UDP: names under `zone` resolve to 127.0.0.1, others
-/// are NXDOMAIN (as tests/support/dns.rs, with a way to stop).
-struct DnsResponder {
-    addr: std::net::SocketAddr,
-    stop: Arc<std::sync::atomic::AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl DnsResponder {
-    fn start(zone: &str) -> Result<Self> {
-        use hickory_resolver::proto::op::{Message, OpCode, ResponseCode};
-        use hickory_resolver::proto::rr::rdata::A;
-        use hickory_resolver::proto::rr::{RData, Record, RecordType};
-        use std::sync::atomic::Ordering;
-
-        let sock = std::net::UdpSocket::bind("127.0.0.1:0")?;
-        // Woken now and then to see whether to stop.
-        sock.set_read_timeout(Some(Duration::from_millis(100)))?;
-        let addr = sock.local_addr()?;
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let stopping = stop.clone();
-        let suffix = format!(".{}", zone.trim_matches('.'));
-        let thread = std::thread::spawn(move || {
-            let mut buf = [0u8; 1500];
-            while !stopping.load(Ordering::Relaxed) {
-                let Ok((n, peer)) = sock.recv_from(&mut buf) else {
-                    continue;
-                };
-                let Ok(query) = Message::from_vec(&buf[..n]) else {
-                    continue;
-                };
-                let mut resp = Message::response(query.metadata.id, OpCode::Query);
-                resp.metadata.authoritative = true;
-                resp.metadata.recursion_desired = query.metadata.recursion_desired;
-                resp.metadata.recursion_available = true;
-                for q in &query.queries {
-                    resp.add_query(q.clone());
-                    let name = q.name().to_ascii().to_ascii_lowercase();
-                    if !name.trim_end_matches('.').ends_with(&suffix) {
-                        resp.metadata.response_code = ResponseCode::NXDomain;
-                    } else if q.query_type() == RecordType::A {
-                        resp.add_answer(Record::from_rdata(
-                            q.name().clone(),
-                            60,
-                            RData::A(A(std::net::Ipv4Addr::LOCALHOST)),
-                        ));
-                    }
-                }
-                if let Ok(bytes) = resp.to_vec() {
-                    let _ = sock.send_to(&bytes, peer);
-                }
-            }
-        });
-        Ok(Self {
-            addr,
-            stop,
-            thread: Some(thread),
-        })
-    }
-}
-
-impl Drop for DnsResponder {
-    fn drop(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
 }
 
 struct Toggles {

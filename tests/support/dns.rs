@@ -12,21 +12,28 @@ use std::sync::{Arc, OnceLock};
 pub struct DnsServer {
     pub addr: SocketAddr,
     silent: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl DnsServer {
     /// Serves names ending in `.{zone}`.
     pub fn start(zone: &str) -> DnsServer {
         let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        // Woken now and then to see whether it should stop.
+        sock.set_read_timeout(Some(std::time::Duration::from_millis(100)))
+            .unwrap();
         let addr = sock.local_addr().unwrap();
         let silent = Arc::new(AtomicBool::new(false));
         let quiet = silent.clone();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = stop.clone();
         let suffix = format!(".{}", zone.trim_matches('.'));
-        std::thread::spawn(move || {
+        let thread = std::thread::spawn(move || {
             let mut buf = [0u8; 1500];
-            loop {
+            while !stopping.load(Ordering::Relaxed) {
                 let Ok((n, peer)) = sock.recv_from(&mut buf) else {
-                    return;
+                    continue;
                 };
                 if quiet.load(Ordering::Relaxed) {
                     continue;
@@ -57,12 +64,26 @@ impl DnsServer {
                 }
             }
         });
-        DnsServer { addr, silent }
+        DnsServer {
+            addr,
+            silent,
+            stop,
+            thread: Some(thread),
+        }
     }
 
     /// Stops answering (queries then time out), or answers again.
     pub fn set_silent(&self, silent: bool) {
         self.silent.store(silent, Ordering::Relaxed);
+    }
+}
+
+impl Drop for DnsServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }
 
