@@ -68,6 +68,11 @@
 mod support;
 
 use anyhow::{Context as _, Result, bail};
+
+#[allow(dead_code)]
+#[path = "common/proc.rs"]
+mod procfs;
+use procfs::{clock_ticks, machine_busy_ticks};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::{BufWriter, Write as _};
@@ -1019,25 +1024,6 @@ fn stat_fields(pid: i32) -> Option<Vec<String>> {
     Some(rest.split_whitespace().map(str::to_owned).collect())
 }
 
-fn clock_ticks() -> f64 {
-    // SAFETY: sysconf only reads a configuration value.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    u64::try_from(hz).ok().filter(|&h| h > 0).unwrap_or(100) as f64
-}
-
-/// Busy CPU time of the whole machine (all but idle and iowait), in ticks.
-fn machine_busy() -> Result<u64> {
-    let stat = fs::read_to_string("/proc/stat")?;
-    let line = stat.lines().next().context("empty /proc/stat")?;
-    let mut busy = 0u64;
-    for (i, v) in line.split_whitespace().skip(1).take(8).enumerate() {
-        if i != 3 && i != 4 {
-            busy += v.parse::<u64>()?;
-        }
-    }
-    Ok(busy)
-}
-
 /// CPU ticks of this process and all its descendants, with their reaped children
 /// (rustic, once the daemon or this process has waited for it, is in its parent's
 /// cutime/cstime).
@@ -1077,7 +1063,7 @@ impl CpuWindow {
     fn start() -> Result<CpuWindow> {
         Ok(CpuWindow {
             ours: ours(),
-            machine: machine_busy()?,
+            machine: machine_busy_ticks()?,
             t: Instant::now(),
         })
     }
@@ -1085,7 +1071,7 @@ impl CpuWindow {
     /// Cores used by processes that are not ours, on average over the window.
     fn other_cores(&self) -> Result<f64> {
         let secs = self.t.elapsed().as_secs_f64();
-        let machine = machine_busy()?.saturating_sub(self.machine) as f64;
+        let machine = machine_busy_ticks()?.saturating_sub(self.machine) as f64;
         let ours = ours().saturating_sub(self.ours) as f64;
         Ok(((machine - ours) / clock_ticks() / secs).max(0.0))
     }

@@ -17,6 +17,10 @@
 //! 4. stops the daemon with SIGTERM.
 
 use anyhow::{Context as _, Result, bail};
+
+#[allow(dead_code)]
+#[path = "common/proc.rs"]
+mod procfs;
 use bytes::Bytes;
 use hdrhistogram::Histogram;
 use http_body_util::{BodyExt, Empty};
@@ -25,6 +29,7 @@ use hyper::{Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use procfs::{clock_ticks, machine_busy};
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
@@ -413,28 +418,6 @@ fn thread_switches(pid: i32) -> Result<BTreeMap<u32, ThreadSwitches>> {
         out.insert(tid, ThreadSwitches { name, switches });
     }
     Ok(out)
-}
-
-/// Clock ticks per second of the times in `/proc`.
-fn clock_ticks() -> f64 {
-    // SAFETY: sysconf only reads a configuration value.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    u64::try_from(hz).ok().filter(|&h| h > 0).unwrap_or(100) as f64
-}
-
-/// Busy CPU time of the whole machine (every state but idle and iowait), from the
-/// first line of `/proc/stat`.
-fn machine_busy() -> Result<Duration> {
-    let stat = fs::read_to_string("/proc/stat")?;
-    let line = stat.lines().next().context("empty /proc/stat")?;
-    let mut busy = 0u64;
-    // user nice system idle iowait irq softirq steal (guest time is already in user).
-    for (i, v) in line.split_whitespace().skip(1).take(8).enumerate() {
-        if i != 3 && i != 4 {
-            busy += v.parse::<u64>()?;
-        }
-    }
-    Ok(Duration::from_secs_f64(busy as f64 / clock_ticks()))
 }
 
 /// CPU time (user + system, all threads) of a process, from `/proc/<pid>/stat`.

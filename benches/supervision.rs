@@ -51,6 +51,11 @@
 
 use anyhow::{Context as _, Result, bail};
 
+#[allow(dead_code)]
+#[path = "common/proc.rs"]
+mod procfs;
+use procfs::{clock_ticks, machine_busy};
+
 // The DNS server the tests use, for the toggle phase's health checks.
 #[allow(dead_code)]
 #[path = "../tests/support/dns.rs"]
@@ -497,27 +502,6 @@ impl Respawns {
 // ---------------------------------------------------------------------------
 // CPU accounting (as in benches/daemon.rs)
 // ---------------------------------------------------------------------------
-
-/// Clock ticks per second of the times in `/proc`.
-fn clock_ticks() -> f64 {
-    // SAFETY: sysconf only reads a configuration value.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    u64::try_from(hz).ok().filter(|&h| h > 0).unwrap_or(100) as f64
-}
-
-/// Busy CPU time of the whole machine (every state but idle and iowait).
-fn machine_busy() -> Result<Duration> {
-    let stat = fs::read_to_string("/proc/stat")?;
-    let line = stat.lines().next().context("empty /proc/stat")?;
-    let mut busy = 0u64;
-    // user nice system idle iowait irq softirq steal (guest time is already in user).
-    for (i, v) in line.split_whitespace().skip(1).take(8).enumerate() {
-        if i != 3 && i != 4 {
-            busy += v.parse::<u64>()?;
-        }
-    }
-    Ok(Duration::from_secs_f64(busy as f64 / clock_ticks()))
-}
 
 /// (own, reaped children's) CPU time of a process, from `/proc/<pid>/stat`.
 fn cpu_times(pid: &str) -> Result<(Duration, Duration)> {
