@@ -255,24 +255,12 @@ impl Actor {
                         });
                         spec.backoff_max.max(Duration::from_secs(1))
                     } else {
-                        let delay = self.backoff.next_delay();
-                        tracing::warn!(
-                            delay_ms = delay.as_millis() as u64,
-                            "cloudflared {how}; restarting in {}",
-                            humantime::format_duration(delay)
-                        );
-                        delay
+                        self.restart_delay(&format!("cloudflared {how}"))
                     }
                 }
                 End::Wedged { why, ready_for } => {
                     self.after_death(ready_for);
-                    let delay = self.backoff.next_delay();
-                    tracing::warn!(
-                        delay_ms = delay.as_millis() as u64,
-                        "cloudflared is wedged ({why}); stopped it, restarting in {}",
-                        humantime::format_duration(delay)
-                    );
-                    delay
+                    self.restart_delay(&format!("cloudflared is wedged ({why}); stopped it"))
                 }
             };
 
@@ -293,6 +281,18 @@ impl Actor {
                 }
             }
         }
+    }
+
+    /// The next backoff step, logged with what happened (`delay_ms` lets an admin, and
+    /// the tests, follow the sequence).
+    fn restart_delay(&mut self, what: &str) -> Duration {
+        let delay = self.backoff.next_delay();
+        tracing::warn!(
+            delay_ms = delay.as_millis() as u64,
+            "{what}; restarting in {}",
+            humantime::format_duration(delay)
+        );
+        delay
     }
 
     /// Bookkeeping after a child died or was restarted.
