@@ -108,7 +108,8 @@ fn config_exit(e: &config::ConfigError) -> ExitError {
 fn run(path: &Path) -> Result<(), ExitError> {
     let loaded = config::load(path).map_err(|e| config_exit(&e))?;
     let logs = logging::init(loaded.config.log_level);
-    let rt = tokio::runtime::Builder::new_current_thread()
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
         .enable_all()
         .build()
         .map_err(|e| ExitError::new(exit::FAILURE, format!("cannot start the runtime: {e}")))?;
