@@ -106,6 +106,7 @@ fn config_exit(e: &config::ConfigError) -> ExitError {
 }
 
 fn run(path: &Path) -> Result<(), ExitError> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let loaded = config::load(path).map_err(|e| config_exit(&e))?;
     let logs = logging::init(loaded.config.log_level);
     let rt = tokio::runtime::Builder::new_multi_thread()
