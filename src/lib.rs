@@ -12,6 +12,7 @@ pub mod compose;
 pub mod config;
 pub mod config_watch;
 pub mod control;
+pub mod control_service;
 pub mod daemon;
 pub mod dns;
 pub mod enrollment;

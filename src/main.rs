@@ -3,7 +3,7 @@
 use clap::{Parser, Subcommand};
 use hubkeeper::client::{self, ClientError};
 use hubkeeper::exit::{self, ExitError};
-use hubkeeper::{config, daemon, logging};
+use hubkeeper::{config, control_service, daemon, logging};
 use hyper::{Method, StatusCode};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -38,7 +38,7 @@ struct SocketArgs {
 #[derive(clap::Args, Debug)]
 struct ControlConfigArg {
     /// The control service's config file.
-    #[arg(long, env = "HUBKEEPER_CONTROL_CONFIG")]
+    #[arg(long, env = "HUBKEEPER_CONTROL_CONFIG", default_value = control_service::DEFAULT_CONFIG_PATH)]
     config: PathBuf,
 }
 
@@ -83,7 +83,7 @@ fn main() -> ExitCode {
         Cmd::Status { target, json } => status(&target, json),
         Cmd::RotateKeys(t) => rotate_keys(&t),
         Cmd::Backup(t) => backup(&t),
-        Cmd::ControlService(_c) => Err(ExitError::new(exit::FAILURE, "cut out")),
+        Cmd::ControlService(c) => control_service::run_command(&c.config),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -106,7 +106,6 @@ fn config_exit(e: &config::ConfigError) -> ExitError {
 }
 
 fn run(path: &Path) -> Result<(), ExitError> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let loaded = config::load(path).map_err(|e| config_exit(&e))?;
     let logs = logging::init(loaded.config.log_level);
     let rt = tokio::runtime::Builder::new_multi_thread()
