@@ -16,11 +16,10 @@
 //!    not of one whose allocator still holds the load test's peak,
 //! 4. stops the daemon with SIGTERM.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use anyhow::{Context as _, Result, bail};
 
-#[allow(dead_code)]
-#[path = "common/proc.rs"]
-mod procfs;
 use bytes::Bytes;
 use hdrhistogram::Histogram;
 use http_body_util::{BodyExt, Empty};
@@ -36,6 +35,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use testkit::procfs;
 use tokio::net::UnixStream;
 use tokio::sync::Barrier;
 use tokio::task::JoinSet;
@@ -98,7 +98,7 @@ fn main() -> Result<()> {
     println!("hubkeeper daemon benchmark");
     println!(
         "  binary {}\n  pid {}, {} cores shared by the daemon (2 runtime workers) and this client ({} workers){}",
-        env!("CARGO_BIN_EXE_hubkeeper"),
+        testkit::BIN.display(),
         daemon.pid,
         cores,
         cores,
@@ -252,7 +252,7 @@ impl Daemon {
         fs::write(&config, CONFIG)?;
         let stderr_path = dir.join("daemon.stderr");
         let socket = dir.join("run/hk.sock");
-        let child = Command::new(env!("CARGO_BIN_EXE_hubkeeper"))
+        let child = Command::new(testkit::BIN.as_path())
             .arg("run")
             .arg("--config")
             .arg(&config)

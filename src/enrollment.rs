@@ -6,8 +6,8 @@
 //! `enrollment.json` on disk always has its token beside it. Enroll is idempotent, so
 //! a crash between the two is healed by enrolling again.
 
-use crate::control::api::{EnrollResponse, RotateKeysResponse};
 use crate::secrets::{Secret, SecretsStore, StoreError, exposed};
+use hubkeeper_proto::control::{EnrollResponse, RotateKeysResponse};
 use serde::{Deserialize, Serialize};
 use std::time::SystemTime;
 

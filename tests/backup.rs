@@ -3,7 +3,8 @@
 //! retention, failures rustic does not report itself (killed, unreadable files, a hung
 //! store), one run at a time, stop on disable, overdue, missing rustic, retry backoff.
 
-mod support;
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use nix::sys::signal::Signal;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -11,6 +12,7 @@ use std::time::{Duration, SystemTime};
 use support::s3::free_port;
 use support::stack::*;
 use support::*;
+use testkit as support;
 
 /// Backups run real rustic: on a loaded two-core machine they take far longer than a
 /// status change.

@@ -1,8 +1,10 @@
 //! The command line: `check-config` and `run` on every kind of bad config, exit codes
 //! (0, 78, 69, 1), and `status` without a daemon.
 
-mod support;
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use support::*;
+use testkit as support;
 
 fn check(config: &str) -> (i32, String, String) {
     let d = open_tempdir();
@@ -37,7 +39,7 @@ fn config_path_comes_from_the_environment_too() {
     let d = open_tempdir();
     let p = d.path().join("hk.toml");
     std::fs::write(&p, "bogus = 1\n").unwrap();
-    let out = std::process::Command::new(BIN)
+    let out = std::process::Command::new(&*BIN)
         .arg("check-config")
         .env("HUBKEEPER_CONFIG", &p)
         .output()
@@ -181,7 +183,7 @@ fn token_from_credentials_directory() {
     std::fs::write(d.path().join("control-token"), "tok").unwrap();
     let p = d.path().join("hk.toml");
     std::fs::write(&p, managed("")).unwrap();
-    let out = std::process::Command::new(BIN)
+    let out = std::process::Command::new(&*BIN)
         .args(["check-config", "--config"])
         .arg(&p)
         .env("CREDENTIALS_DIRECTORY", d.path())

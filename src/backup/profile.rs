@@ -6,7 +6,7 @@
 //! repository's backups cannot be restored.
 
 use crate::config::Config;
-use crate::r2::Target;
+use crate::health::r2::Target;
 use crate::secrets::{SecretsStore, StoreError};
 use base64::Engine;
 use serde::Serialize;

@@ -154,7 +154,7 @@ async fn step(
         .arg(&inv.profile)
         .arg("--no-progress")
         .args(args);
-    crate::process::prepare(&mut cmd);
+    crate::child::prepare(&mut cmd);
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     lower_priority(&mut cmd, inv.nice, inv.io_idle);
     let mut child = cmd.spawn().map_err(|e| match e.kind() {

@@ -15,7 +15,7 @@
 use super::profile;
 use super::run::{self, Invocation, RunError};
 use crate::config::Config;
-use crate::r2::Target;
+use crate::health::r2::Target;
 use crate::secrets::SecretsStore;
 use crate::status::{BackupState, BackupStatus, Component, StatusError, rfc3339};
 use serde::{Deserialize, Serialize};
@@ -358,11 +358,7 @@ impl Actor {
             last_bytes_added: p.last_bytes_added,
             failures_total: p.failures_total,
         };
-        self.view.send_if_modified(|v| {
-            let changed = *v != view;
-            *v = view;
-            changed
-        });
+        hubkeeper_base::publish::publish(&self.view, view);
     }
 }
 

@@ -2,11 +2,11 @@
 //! each with `file:line:col`: syntax and type errors (all at once, see `located.rs`),
 //! then the cross-field rules, then the secret files the chosen mode needs.
 
-use super::diagnostic::{ConfigError, Diagnostic};
-use super::located::{self, ArrayPaths, Located};
 use super::model::{Config, Mode};
 use super::validate::validate;
 use crate::secrets::{Secret, source};
+use hubkeeper_base::config::located::{self, ArrayPaths, Located};
+use hubkeeper_base::config::{ConfigError, Diagnostic, credentials_dir_from_env, read_config_file};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
@@ -27,11 +27,6 @@ pub struct ConfigSecrets {
     pub r2_secret_access_key: Option<Secret>,
 }
 
-/// Where to look for systemd credentials: `$CREDENTIALS_DIRECTORY`.
-pub fn credentials_dir_from_env() -> Option<PathBuf> {
-    std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from)
-}
-
 /// Loads `path`, taking credentials from `$CREDENTIALS_DIRECTORY`.
 pub fn load(path: &Path) -> Result<LoadedConfig, ConfigError> {
     load_with(path, credentials_dir_from_env().as_deref())
@@ -44,22 +39,6 @@ pub fn load_with(path: &Path, credentials_dir: Option<&Path>) -> Result<LoadedCo
     )?;
     let base = path.parent().unwrap_or(Path::new("."));
     parse(&text, path, base, credentials_dir)
-}
-
-/// The text of a config file; `if_missing` is appended to the error when there is no
-/// such file, to say how to get one. Shared with the control service's `control.toml`.
-pub fn read_config_file(path: &Path, if_missing: &str) -> Result<String, ConfigError> {
-    std::fs::read_to_string(path).map_err(|e| {
-        let hint = if e.kind() == std::io::ErrorKind::NotFound {
-            if_missing
-        } else {
-            ""
-        };
-        ConfigError::single(
-            path.to_path_buf(),
-            format!("cannot read the config file: {e}{hint}"),
-        )
-    })
 }
 
 /// Only the `socket` key, for clients (`hubkeeper status`): they may run as a user

@@ -1,8 +1,8 @@
 //! A published status: the object plus its JSON, rendered once when it changes, so
 //! serving `GET /v1/status` is a memory copy that never waits on anything.
 
-use super::model::{State, Status};
 use bytes::Bytes;
+use hubkeeper_proto::status::{State, Status};
 use std::sync::Arc;
 use tokio::sync::watch;
 
