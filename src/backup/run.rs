@@ -165,8 +165,13 @@ async fn step(
         },
     })?;
     let pid = child.id().unwrap_or(0);
-    let mut stdout = child.stdout.take().expect("piped");
-    let stderr = child.stderr.take().expect("piped");
+    let (Some(mut stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
+        stop_child(&mut child).await;
+        return Err(RunError::Spawn {
+            path: inv.rustic.clone(),
+            reason: "its output pipes could not be set up".into(),
+        });
+    };
     let reader = tokio::spawn(async move {
         let mut buf = Vec::new();
         let _ = stdout.read_to_end(&mut buf).await;

@@ -18,6 +18,7 @@ use crate::config::Config;
 use crate::health::r2::Target;
 use crate::secrets::SecretsStore;
 use crate::status::{BackupState, BackupStatus, Component, StatusError, rfc3339};
+use hubkeeper_base::task::join_some;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -211,7 +212,7 @@ impl Actor {
                 }
                 () = sleep_until_system(next), if running.is_none() && invocation.is_some() => true,
                 () = sleep_until_system(overdue_at), if !self.overdue => false,
-                result = async { (&mut running.as_mut().expect("guarded").task).await }, if running.is_some() => {
+                result = join_some(running.as_mut().map(|r| &mut r.task)), if running.is_some() => {
                     running = None;
                     self.record(result.unwrap_or(Err(RunError::Stopped)));
                     jitter = random_jitter(interval);
@@ -424,7 +425,5 @@ fn load(store: &SecretsStore) -> Persisted {
 }
 
 fn save(store: &SecretsStore, p: &Persisted) -> Result<(), crate::secrets::StoreError> {
-    let mut json = serde_json::to_vec_pretty(p).expect("state serializes");
-    json.push(b'\n');
-    store.write_if_changed(STATE_FILE, &json).map(|_| ())
+    store.write_json_if_changed(STATE_FILE, p).map(|_| ())
 }

@@ -2,9 +2,8 @@
 //! `backup`: one HTTP/1.1 request over the Unix socket with hyper.
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
-use hyper::{Method, Request, StatusCode};
-use hyper_util::rt::TokioIo;
+use hubkeeper_base::http::exchange::exchange;
+use hyper::{Method, StatusCode};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::net::UnixStream;
@@ -12,6 +11,8 @@ use tokio::net::UnixStream;
 /// How long a CLI call may take. Rotating keys waits on the control service, so this
 /// is generous.
 const CALL_TIMEOUT: Duration = Duration::from_secs(120);
+
+const MAX_ANSWER: usize = 16 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -40,29 +41,11 @@ pub async fn call(
             socket: socket.to_path_buf(),
             source,
         })?;
+    // A status is a few KiB; the cap only stops a runaway peer.
     let work = async {
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        exchange(stream, method, "hubkeeper", path, MAX_ANSWER)
             .await
-            .map_err(|e| protocol(e.to_string()))?;
-        tokio::spawn(conn);
-        let req = Request::builder()
-            .method(method)
-            .uri(format!("http://hubkeeper{path}"))
-            .header(hyper::header::HOST, "hubkeeper")
-            .body(Empty::<Bytes>::new())
-            .expect("static request is valid");
-        let resp = sender
-            .send_request(req)
-            .await
-            .map_err(|e| protocol(e.to_string()))?;
-        let status = resp.status();
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| protocol(e.to_string()))?
-            .to_bytes();
-        Ok((status, body))
+            .map_err(|e| protocol(e.to_string()))
     };
     tokio::time::timeout(CALL_TIMEOUT, work)
         .await

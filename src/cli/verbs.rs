@@ -38,8 +38,13 @@ pub fn run(path: &Path) -> Result<(), ExitError> {
 pub fn check_config(path: &Path) -> Result<(), ExitError> {
     let loaded = config::load(path).map_err(|e| config_exit(&e))?;
     let c = &loaded.config;
-    let mode = c.mode.map_or("no mode", |m| m.as_str());
-    let state = if c.enabled { "enabled" } else { "disabled" };
+    let plan = &loaded.plan;
+    let mode = plan.mode().map_or("no mode", |m| m.as_str());
+    let state = if plan.is_enabled() {
+        "enabled"
+    } else {
+        "disabled"
+    };
     println!(
         "{}: OK ({state}, {mode}, socket {})",
         path.display(),

@@ -3,6 +3,7 @@
 //! then the cross-field rules, then the secret files the chosen mode needs.
 
 use super::model::{Config, Mode};
+use super::plan::{Plan, PlanSecrets, plan};
 use super::validate::validate;
 use crate::secrets::{Secret, source};
 use hubkeeper_base::config::located::{self, ArrayPaths, Located};
@@ -10,21 +11,13 @@ use hubkeeper_base::config::{ConfigError, Diagnostic, credentials_dir_from_env, 
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
-/// A valid config together with the secrets it points at.
+/// A valid config: the file's settings, and the plan they make (with the secrets the
+/// plan needs, read at load time so a bad secret file is a config error).
 #[derive(Debug, Clone, PartialEq)]
 pub struct LoadedConfig {
     pub path: PathBuf,
     pub config: Config,
-    pub secrets: ConfigSecrets,
-}
-
-/// Secrets named by the config, read at load time so a bad file is a config error.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct ConfigSecrets {
-    pub control_token: Option<Secret>,
-    pub cloudflare_token: Option<Secret>,
-    pub r2_access_key_id: Option<Secret>,
-    pub r2_secret_access_key: Option<Secret>,
+    pub plan: Plan,
 }
 
 /// Loads `path`, taking credentials from `$CREDENTIALS_DIRECTORY`.
@@ -54,12 +47,11 @@ pub fn socket_only(path: &Path) -> Result<PathBuf, ConfigError> {
         path: path.to_path_buf(),
         problems: vec![Diagnostic::new(None, e.message().trim()).at(&text, e.span())],
     })?;
-    let mut cfg = Config {
-        socket: parsed.socket.unwrap_or_else(Config::default_socket),
-        ..toml::from_str("").expect("the empty config is valid")
-    };
-    resolve_paths(&mut cfg, path.parent().unwrap_or(Path::new(".")));
-    Ok(cfg.socket)
+    let mut socket = parsed.socket.unwrap_or_else(Config::default_socket);
+    if socket.is_relative() {
+        socket = path.parent().unwrap_or(Path::new(".")).join(socket);
+    }
+    Ok(socket)
 }
 
 /// Parses config text. Relative paths in it are taken relative to `base` (the
@@ -96,22 +88,24 @@ pub fn parse(
         return Err(fail(problems));
     }
 
-    let secrets = read_secrets(&cfg, credentials_dir);
-    match secrets {
-        Ok(secrets) => Ok(LoadedConfig {
-            path: path.to_path_buf(),
-            config: cfg,
-            secrets,
-        }),
-        Err(errs) => Err(fail(
+    let located = |errs: Vec<(String, String)>| {
+        fail(
             errs.into_iter()
                 .map(|(key, msg)| {
                     let span = spans.key_span(&key);
                     Diagnostic::new(Some(key), msg).at(text, span)
                 })
                 .collect(),
-        )),
-    }
+        )
+    };
+    let secrets = read_secrets(&cfg, credentials_dir).map_err(located)?;
+    let plan =
+        plan(&cfg, secrets).map_err(|u| located(vec![(u.key.to_owned(), u.message.to_owned())]))?;
+    Ok(LoadedConfig {
+        path: path.to_path_buf(),
+        config: cfg,
+        plan,
+    })
 }
 
 /// Relative paths are relative to the config file's directory, so a dev config can
@@ -140,11 +134,8 @@ fn resolve_paths(cfg: &mut Config, base: &Path) {
 }
 
 /// Reads the secrets the chosen mode needs. Problems are (key, message).
-fn read_secrets(
-    cfg: &Config,
-    creds: Option<&Path>,
-) -> Result<ConfigSecrets, Vec<(String, String)>> {
-    let mut out = ConfigSecrets::default();
+fn read_secrets(cfg: &Config, creds: Option<&Path>) -> Result<PlanSecrets, Vec<(String, String)>> {
+    let mut out = PlanSecrets::default();
     let mut errs = Vec::new();
     let mut take = |key: &str, r: Result<Secret, source::SourceError>| match r {
         Ok(s) => Some(s),

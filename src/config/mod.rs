@@ -4,6 +4,7 @@
 
 pub mod load;
 pub mod model;
+pub mod plan;
 mod validate;
 pub mod watch;
 
@@ -12,5 +13,6 @@ pub use hubkeeper_base::config::{
     located,
 };
 pub use hubkeeper_proto::HubId;
-pub use load::{ConfigSecrets, LoadedConfig, load, load_with};
+pub use load::{LoadedConfig, load, load_with};
 pub use model::*;
+pub use plan::{ControlService, DisabledPlan, ManagedPlan, Plan, SelfManagedPlan};

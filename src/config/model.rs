@@ -11,14 +11,17 @@ use std::path::PathBuf;
 
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/hubkeeper/hubkeeper.toml";
 
+/// The file's settings. Whether and how the daemon runs (the toggle, the mode, the hub
+/// id and the mode sections) is readable only through the [`Plan`](super::Plan) they
+/// make, so no code outside `config` decides "which mode is active" on its own.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// The admin's toggle (pinned).
     #[serde(default)]
-    pub enabled: bool,
-    pub mode: Option<Mode>,
-    pub hub_id: Option<HubId>,
+    pub(super) enabled: bool,
+    pub(super) mode: Option<Mode>,
+    pub(super) hub_id: Option<HubId>,
     #[serde(default = "default_socket")]
     pub socket: PathBuf,
     #[serde(default = "default_socket_mode")]
@@ -29,8 +32,8 @@ pub struct Config {
     /// `error`, `warn`, `info`, `debug` or `trace`; `RUST_LOG` overrides it.
     #[serde(default)]
     pub log_level: LogLevel,
-    pub managed: Option<Managed>,
-    pub self_managed: Option<SelfManaged>,
+    pub(super) managed: Option<Managed>,
+    pub(super) self_managed: Option<SelfManaged>,
     #[serde(default)]
     pub tunnel: Tunnel,
     #[serde(default)]
@@ -140,7 +143,7 @@ impl Default for Tunnel {
     fn default() -> Self {
         Self {
             cloudflared: "/usr/bin/cloudflared".into(),
-            origin: HttpUrl(url::Url::parse("http://127.0.0.1:8080").expect("static URL")),
+            origin: HttpUrl::from_static("http://127.0.0.1:8080"),
             no_tls_verify: false,
             metrics: SocketAddr::from(([127, 0, 0, 1], 20241)),
             grace_period: HumanDuration::secs(30),
@@ -293,5 +296,5 @@ fn default_secrets_dir() -> PathBuf {
 }
 
 fn default_api_base() -> HttpUrl {
-    HttpUrl(url::Url::parse("https://api.cloudflare.com/client/v4").expect("static URL"))
+    HttpUrl::from_static("https://api.cloudflare.com/client/v4")
 }

@@ -12,7 +12,7 @@ use crate::api::peer::PostPolicy;
 use crate::api::server::{self, Context, Limits};
 use crate::backup::{BackupTargets, BackupView, Backups, RunNow};
 use crate::config::watch::ConfigWatcher;
-use crate::config::{self, Config, ConfigError, LoadedConfig, Mode};
+use crate::config::{self, Config, ConfigError, LoadedConfig, Plan};
 use crate::daemon::commands::{Command, CommandRequest, Outcome, Reply};
 use crate::health::{Health, HealthView, Targets};
 use crate::modes::managed::{Managed, ManagedView, RotateError};
@@ -232,7 +232,7 @@ impl Daemon {
         let mut config_errors = self.config_errors.clone();
         config_errors.extend(self.restart_required.iter().cloned());
         compose(&Inputs {
-            config: &self.loaded.config,
+            plan: &self.loaded.plan,
             config_errors: &config_errors,
             managed: &self.managed_view.borrow(),
             tunnel: &self.tunnel_view.borrow(),
@@ -294,7 +294,6 @@ impl Daemon {
     }
 
     fn command(&mut self, req: CommandRequest) {
-        let cfg = &self.loaded.config;
         let result = match req.command {
             Command::Check => {
                 let (tx, rx) = oneshot::channel();
@@ -305,25 +304,27 @@ impl Daemon {
                 });
                 return;
             }
-            Command::RotateKeys if !cfg.enabled => Err(ApiError::conflict(
-                "disabled",
-                "hubkeeper is disabled: there are no keys to rotate",
-            )),
-            Command::RotateKeys if cfg.mode != Some(Mode::Managed) => Err(ApiError::new(
-                StatusCode::NOT_IMPLEMENTED,
-                "not_available",
-                "rotating keys through hubkeeper needs managed mode",
-            )),
-            Command::RotateKeys => {
-                let (tx, rx) = oneshot::channel();
-                self.managed.rotate_keys(tx);
-                let reply = req.reply;
-                self.pending.spawn(async move {
-                    let result = rx.await.unwrap_or(Err(RotateError::NotEnrolled));
-                    (reply, rotation_answer(result))
-                });
-                return;
-            }
+            Command::RotateKeys => match self.loaded.plan {
+                Plan::Disabled(_) => Err(ApiError::conflict(
+                    "disabled",
+                    "hubkeeper is disabled: there are no keys to rotate",
+                )),
+                Plan::SelfManaged(_) => Err(ApiError::new(
+                    StatusCode::NOT_IMPLEMENTED,
+                    "not_available",
+                    "rotating keys through hubkeeper needs managed mode",
+                )),
+                Plan::Managed(_) => {
+                    let (tx, rx) = oneshot::channel();
+                    self.managed.rotate_keys(tx);
+                    let reply = req.reply;
+                    self.pending.spawn(async move {
+                        let result = rx.await.unwrap_or(Err(RotateError::NotEnrolled));
+                        (reply, rotation_answer(result))
+                    });
+                    return;
+                }
+            },
             Command::Backup => {
                 let (tx, rx) = oneshot::channel();
                 self.backups.run_now(tx);
@@ -348,8 +349,13 @@ impl Daemon {
     /// config.
     fn update_targets(&self) {
         let cfg = &self.loaded.config;
-        let backups = match (&self.managed_view.borrow().enrollment, &cfg.hub_id) {
-            (Some(e), Some(hub)) if cfg.enabled && cfg.backup.enabled => Some(BackupTargets {
+        let view = self.managed_view.borrow();
+        let enrolled = match (&self.loaded.plan, &view.enrollment) {
+            (Plan::Managed(plan), Some(e)) => Some((&plan.hub_id, e)),
+            _ => None,
+        };
+        let backups = match enrolled {
+            Some((hub, e)) if cfg.backup.enabled => Some(BackupTargets {
                 hub_id: hub.as_str().to_owned(),
                 target: e.r2.clone(),
                 config: Arc::new(cfg.clone()),
@@ -358,8 +364,8 @@ impl Daemon {
             _ => None,
         };
         self.backups.set_targets(backups);
-        let targets = match (&self.managed_view.borrow().enrollment, &cfg.hub_id) {
-            (Some(e), Some(hub)) if cfg.enabled => Some(Targets {
+        let targets = match enrolled {
+            Some((hub, e)) => Some(Targets {
                 hostname: e.hostname.clone(),
                 dns: cfg.health.dns_resolver,
                 interval: cfg.health.interval.get(),

@@ -154,7 +154,7 @@ fn classify<E: ProvideErrorMetadata + std::error::Error + 'static>(
                 t.endpoint,
                 d.as_connector_error().map_or_else(
                     || "connection failed".to_owned(),
-                    |c| crate::tunnel::supervisor::root_cause(c)
+                    |c| hubkeeper_base::cause::root_cause(c)
                 )
             ),
             hint: "check DNS and outbound HTTPS from this host to the R2 endpoint",
@@ -198,7 +198,7 @@ fn classify<E: ProvideErrorMetadata + std::error::Error + 'static>(
             code: "r2_error",
             message: format!(
                 "{op} a test object failed: {}",
-                crate::tunnel::supervisor::root_cause(other)
+                hubkeeper_base::cause::root_cause(other)
             ),
             hint: "check the R2 endpoint in the enrollment and this host's network",
         },

@@ -71,6 +71,8 @@ pub enum ControlError {
     BadAnswer(String),
     #[error("the control service's answer has no {0}")]
     MissingField(&'static str),
+    #[error("cannot set up an HTTPS client for the control service: {0}")]
+    Setup(String),
 }
 
 impl ControlError {
@@ -84,6 +86,7 @@ impl ControlError {
             ControlError::Unreachable { .. } => "control_unreachable",
             ControlError::Timeout(_) => "control_timeout",
             ControlError::BadAnswer(_) | ControlError::MissingField(_) => "control_bad_answer",
+            ControlError::Setup(_) => "control_client_setup",
         }
     }
 
@@ -104,6 +107,9 @@ impl ControlError {
             }
             ControlError::BadAnswer(_) | ControlError::MissingField(_) => {
                 "the control service answered something hubkeeper does not understand: check managed.url points at the control service, or upgrade hubkeeper"
+            }
+            ControlError::Setup(_) => {
+                "this host's TLS setup failed (the log says why); hubkeeper tries again when the config changes or it restarts"
             }
         }
     }
@@ -151,7 +157,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const TOTAL_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl ControlClient {
-    pub fn new(base: url::Url, token: &Secret, retry: RetryPolicy) -> Self {
+    pub fn new(base: url::Url, token: &Secret, retry: RetryPolicy) -> Result<Self, ControlError> {
         let mut auth = HeaderValue::from_str(&format!("Bearer {}", token.expose()))
             .unwrap_or_else(|_| HeaderValue::from_static("Bearer invalid-token-characters"));
         // Keeps it out of reqwest's and hyper's debug output.
@@ -160,14 +166,14 @@ impl ControlClient {
             .connect_timeout(CONNECT_TIMEOUT)
             .user_agent(concat!("hubkeeper/", env!("CARGO_PKG_VERSION")))
             .build()
-            .expect("the TLS backend initialises");
-        Self {
+            .map_err(|e| ControlError::Setup(hubkeeper_base::cause::root_cause(&e)))?;
+        Ok(Self {
             http,
             base,
             auth,
             retry,
             timeout: TOTAL_TIMEOUT,
-        }
+        })
     }
 
     pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
@@ -299,7 +305,7 @@ impl ControlClient {
         } else {
             ControlError::Unreachable {
                 url: self.base.to_string(),
-                reason: crate::tunnel::supervisor::root_cause(e),
+                reason: hubkeeper_base::cause::root_cause(e),
             }
         }
     }

@@ -12,7 +12,7 @@
 //!   failure the old keys stay in force.
 
 use crate::config::duration::to_go_duration;
-use crate::config::{Config, LoadedConfig, Mode};
+use crate::config::{Config, ControlService, DisabledPlan, LoadedConfig, ManagedPlan, Plan};
 use crate::enrollment::{self, PendingDisable, Stored};
 use crate::modes::control_client::{ControlClient, ControlError, RetryPolicy};
 use crate::secrets::SecretsStore;
@@ -150,10 +150,18 @@ impl Engine {
     async fn run(mut self) {
         loop {
             let cfg = self.cfg.borrow_and_update().clone();
-            let next = if serves(&cfg.config) {
-                self.serve(&cfg).await
-            } else {
-                self.off(&cfg).await
+            let next = match &cfg.plan {
+                Plan::Managed(plan) => self.serve(&cfg.config, plan).await,
+                Plan::Disabled(plan) => self.off(plan).await,
+                // Another mode's engine owns the tunnel then.
+                Plan::SelfManaged(_) => {
+                    self.supervisor.stop().await;
+                    self.publish(|v| {
+                        v.enrollment = None;
+                        v.enrolling = false;
+                    });
+                    self.idle().await
+                }
             };
             if let Next::Shutdown = next {
                 self.supervisor.stop().await;
@@ -163,35 +171,31 @@ impl Engine {
     }
 
     /// Enabled in managed mode: make sure there is an enrollment and cloudflared runs.
-    async fn serve(&mut self, loaded: &LoadedConfig) -> Next {
-        let cfg = &loaded.config;
+    async fn serve(&mut self, cfg: &Config, plan: &ManagedPlan) -> Next {
         if self.state.disable_pending.take().is_some() {
             // Enabled again before the control service heard of the disable: the
             // enrollment is still valid, so carry on with it.
             tracing::info!("enabled again: the pending disable is dropped");
             self.save_state();
         }
-        let Some(client) = client_for(loaded) else {
-            return self.idle().await;
+        let client = match client_for(&plan.control) {
+            Ok(c) => c,
+            Err(e) => return self.cannot_reach(Component::Enroll, e).await,
         };
-        let mut stored = match enrollment::load(&self.store) {
+        let stored = match enrollment::load(&self.store) {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!("{e}");
                 None
             }
         };
-        let mut keys_since = None;
-        if stored.is_none() {
-            match self.enroll(cfg, &client).await {
-                Ok(s) => {
-                    stored = Some(s);
-                    keys_since = Some(SystemTime::now());
-                }
+        let (mut stored, keys_since) = match stored {
+            Some(s) => (s, None),
+            None => match self.enroll(plan, &client).await {
+                Ok(s) => (s, Some(SystemTime::now())),
                 Err(next) => return next,
-            }
-        }
-        let mut stored = stored.expect("enrolled above");
+            },
+        };
         self.publish(|v| {
             v.enrollment = Some(info(cfg, &stored, keys_since));
             v.enrolling = false;
@@ -209,7 +213,7 @@ impl Engine {
                     return Next::Reconsider;
                 }
                 Some(reply) = self.rotate.recv() => {
-                    let result = self.rotate_keys(cfg, &client, &stored).await;
+                    let result = self.rotate_keys(plan, &client, &stored).await;
                     if let Ok(next) = &result {
                         stored = next.clone();
                         let updated = info(cfg, &stored, Some(SystemTime::now()));
@@ -222,13 +226,12 @@ impl Engine {
     }
 
     /// Tries to enroll until it works, the config changes, or the daemon stops.
-    async fn enroll(&mut self, cfg: &Config, client: &ControlClient) -> Result<Stored, Next> {
-        let m = cfg.managed.as_ref().expect("serves() checked [managed]");
+    async fn enroll(&mut self, plan: &ManagedPlan, client: &ControlClient) -> Result<Stored, Next> {
         let req = EnrollRequest {
-            account_id: m.account_id.as_str().to_owned(),
-            hub_id: cfg.hub_id.as_ref().expect("validated").as_str().to_owned(),
-            license_id: m.license_id.as_str().to_owned(),
-            requested_subdomain: m.requested_subdomain.clone(),
+            account_id: plan.account_id.clone(),
+            hub_id: plan.hub_id.as_str().to_owned(),
+            license_id: plan.license_id.clone(),
+            requested_subdomain: plan.requested_subdomain.clone(),
         };
         let client = client.clone().with_retry(RetryPolicy::once());
         let mut backoff = Backoff::new(RETRY_INITIAL, RETRY_MAX);
@@ -238,7 +241,7 @@ impl Engine {
         });
         loop {
             let mut failure = None;
-            tracing::info!(url = %m.url.0, hub_id = %req.hub_id, "enrolling with the control service");
+            tracing::info!(url = %plan.control.url, hub_id = %req.hub_id, "enrolling with the control service");
             let attempt = tokio::select! {
                 r = client.enroll(&req) => r,
                 next = self.interrupted() => return Err(next),
@@ -280,11 +283,11 @@ impl Engine {
 
     async fn rotate_keys(
         &mut self,
-        cfg: &Config,
+        plan: &ManagedPlan,
         client: &ControlClient,
         stored: &Stored,
     ) -> Result<Stored, RotateError> {
-        let hub_id = cfg.hub_id.as_ref().expect("validated").as_str();
+        let hub_id = plan.hub_id.as_str();
         tracing::info!(hub_id, "rotating R2 keys");
         let keys = client.rotate_keys(hub_id).await.inspect_err(|e| {
             tracing::warn!("key rotation failed, the old keys stay in force: {e}");
@@ -295,18 +298,24 @@ impl Engine {
         Ok(next)
     }
 
-    /// Disabled (or not in managed mode): cloudflared stops at once, and an enrolled
-    /// hub is disabled at the control service.
-    async fn off(&mut self, loaded: &LoadedConfig) -> Next {
+    /// Disabled: cloudflared stops at once, and an enrolled hub is disabled at the
+    /// control service.
+    async fn off(&mut self, plan: &DisabledPlan) -> Next {
         self.supervisor.stop().await;
-        let cfg = &loaded.config;
         let enrolled = matches!(enrollment::load(&self.store), Ok(Some(_)));
-        let managed_off =
-            !cfg.enabled && (cfg.mode == Some(Mode::Managed) || cfg.managed.is_some());
-        if managed_off && (enrolled || self.state.disable_pending.is_some()) {
+        if enrolled || self.state.disable_pending.is_some() {
+            let Some(control) = &plan.control else {
+                self.set_error(StatusError::new(
+                    Component::Control,
+                    "disable_blocked",
+                    "cannot tell the control service about the disable: the config no longer names it",
+                    "keep mode = \"managed\" and the [managed] section (with its token) in the config until the disable is done",
+                ));
+                return self.idle().await;
+            };
             // Whatever ended the disable (done, or a config change it consumed, such as
             // enabling again) is for run() to act on.
-            return self.disable(loaded).await;
+            return self.disable(plan, control).await;
         }
         self.publish(|v| {
             v.enrollment = None;
@@ -315,12 +324,11 @@ impl Engine {
         self.idle().await
     }
 
-    async fn disable(&mut self, loaded: &LoadedConfig) -> Next {
-        let cfg = &loaded.config;
+    async fn disable(&mut self, plan: &DisabledPlan, control: &ControlService) -> Next {
         let pending = match self.state.disable_pending.clone() {
             Some(p) => p,
             None => {
-                let Some(hub_id) = cfg.hub_id.as_ref().map(|h| h.as_str().to_owned()) else {
+                let Some(hub_id) = plan.hub_id.as_ref().map(|h| h.as_str().to_owned()) else {
                     self.set_error(StatusError::new(
                         Component::Control,
                         "disable_blocked",
@@ -331,8 +339,8 @@ impl Engine {
                 };
                 let p = PendingDisable {
                     hub_id,
-                    delete_bucket: cfg.disable.delete_bucket,
-                    retention_days: cfg.disable.retention_days,
+                    delete_bucket: plan.delete_bucket,
+                    retention_days: plan.retention_days,
                     since: rfc3339(SystemTime::now()),
                 };
                 // Persisted before the call: a restart in between resumes it.
@@ -341,8 +349,9 @@ impl Engine {
                 p
             }
         };
-        let Some(client) = client_for(loaded) else {
-            return self.idle().await;
+        let client = match client_for(control) {
+            Ok(c) => c,
+            Err(e) => return self.cannot_reach(Component::Control, e).await,
         };
         let req = DisableRequest {
             hub_id: pending.hub_id.clone(),
@@ -428,6 +437,18 @@ impl Engine {
         }
     }
 
+    /// No client for the control service: say why, and wait for a new config.
+    async fn cannot_reach(&mut self, component: Component, e: ControlError) -> Next {
+        tracing::error!("{e}");
+        self.set_error(StatusError::new(
+            component,
+            e.code(),
+            e.to_string(),
+            e.hint(),
+        ));
+        self.idle().await
+    }
+
     fn set_error(&self, e: StatusError) {
         self.publish(|v| {
             v.enrolling = false;
@@ -454,16 +475,11 @@ fn retry_delay(backoff: &mut Backoff, failure: Option<&ControlError>) -> Duratio
         .unwrap_or_else(|| jitter(backoff.next_delay()))
 }
 
-/// Whether the config asks for managed mode to run.
-fn serves(cfg: &Config) -> bool {
-    cfg.enabled && cfg.mode == Some(Mode::Managed) && cfg.managed.is_some()
-}
-
-fn client_for(loaded: &LoadedConfig) -> Option<ControlClient> {
-    let m = loaded.config.managed.as_ref()?;
-    let token = loaded.secrets.control_token.as_ref()?;
-    let client = ControlClient::new(m.url.0.clone(), token, RetryPolicy::default());
-    Some(client.with_timeout(m.request_timeout.get()))
+fn client_for(control: &ControlService) -> Result<ControlClient, ControlError> {
+    Ok(
+        ControlClient::new(control.url.clone(), &control.token, RetryPolicy::default())?
+            .with_timeout(control.request_timeout),
+    )
 }
 
 fn info(cfg: &Config, s: &Stored, keys_since: Option<SystemTime>) -> EnrollmentInfo {
@@ -487,9 +503,7 @@ fn info(cfg: &Config, s: &Stored, keys_since: Option<SystemTime>) -> EnrollmentI
 /// The pinned managed-mode invocation (spec §5).
 pub fn tunnel_spec(cfg: &Config, store: &SecretsStore, stored: &Stored) -> TunnelSpec {
     let t = &cfg.tunnel;
-    let token_file = store
-        .path(enrollment::TUNNEL_TOKEN)
-        .expect("a fixed, valid name");
+    let token_file = store.file(enrollment::TUNNEL_TOKEN);
     let args = vec![
         "tunnel".to_owned(),
         "--no-autoupdate".to_owned(),

@@ -3,14 +3,14 @@
 //! A pure function, so the state rules are tested here without processes.
 
 use crate::backup::BackupView;
-use crate::config::{Config, Mode};
+use crate::config::{Mode, Plan};
 use crate::health::HealthView;
 use crate::modes::managed::ManagedView;
 use crate::status::{Component, State, Status, StatusError, TunnelState};
 use crate::tunnel::supervisor::TunnelView;
 
 pub struct Inputs<'a> {
-    pub config: &'a Config,
+    pub plan: &'a Plan,
     /// Refused reloads and settings that need a restart.
     pub config_errors: &'a [StatusError],
     pub managed: &'a ManagedView,
@@ -20,12 +20,12 @@ pub struct Inputs<'a> {
 }
 
 pub fn compose(i: &Inputs<'_>) -> Status {
-    let cfg = i.config;
+    let plan = i.plan;
     let t = i.tunnel;
     let mut s = Status {
-        enabled: cfg.enabled,
-        mode: cfg.mode.map(Mode::as_str),
-        hub_id: cfg.hub_id.as_ref().map(|h| h.as_str().to_owned()),
+        enabled: plan.is_enabled(),
+        mode: plan.mode().map(Mode::as_str),
+        hub_id: plan.hub_id().map(|h| h.as_str().to_owned()),
         note: i.managed.note.clone(),
         ..Status::default()
     };
@@ -49,21 +49,17 @@ pub fn compose(i: &Inputs<'_>) -> Status {
     s.errors.extend(i.health.errors.iter().cloned());
     s.errors.extend(b.errors.iter().cloned());
 
-    s.state = if !cfg.enabled {
-        State::Disabled
-    } else {
-        match cfg.mode {
-            Some(Mode::Managed) => managed_state(i, &s),
-            _ => {
-                let mode = cfg.mode.map_or("this", Mode::as_str);
-                s.errors.push(StatusError::new(
-                    Component::Enroll,
-                    "mode_not_available",
-                    format!("{mode} mode is not available in this build of hubkeeper"),
-                    "this build manages tunnels in managed mode only: use mode = \"managed\", or set enabled = false",
-                ));
-                State::Error
-            }
+    s.state = match plan {
+        Plan::Disabled(_) => State::Disabled,
+        Plan::Managed(_) => managed_state(i, &s),
+        Plan::SelfManaged(_) => {
+            s.errors.push(StatusError::new(
+                Component::Enroll,
+                "mode_not_available",
+                "self-managed mode is not available in this build of hubkeeper",
+                "this build manages tunnels in managed mode only: use mode = \"managed\", or set enabled = false",
+            ));
+            State::Error
         }
     };
     s
@@ -114,11 +110,28 @@ mod tests {
     use crate::tunnel::supervisor::Problem;
     use std::time::SystemTime;
 
-    fn managed_config(enabled: bool) -> Config {
-        let text = format!(
-            "enabled = {enabled}\nmode = \"managed\"\nhub_id = \"h\"\n[managed]\nurl = \"http://127.0.0.1:1\"\naccount_id = \"a\"\nlicense_id = \"l\"\n"
-        );
-        toml::from_str(&text).unwrap()
+    fn managed_config(enabled: bool) -> Plan {
+        let hub_id = crate::config::HubId::parse("h").unwrap();
+        if !enabled {
+            return Plan::Disabled(crate::config::DisabledPlan {
+                mode: Some(Mode::Managed),
+                hub_id: Some(hub_id),
+                control: None,
+                delete_bucket: false,
+                retention_days: 30,
+            });
+        }
+        Plan::Managed(crate::config::ManagedPlan {
+            hub_id,
+            control: crate::config::ControlService {
+                url: url::Url::parse("http://127.0.0.1:1").unwrap(),
+                token: crate::secrets::Secret::new("t"),
+                request_timeout: std::time::Duration::from_secs(1),
+            },
+            account_id: "a".into(),
+            license_id: "l".into(),
+            requested_subdomain: None,
+        })
     }
 
     fn enrolled() -> ManagedView {
@@ -141,7 +154,7 @@ mod tests {
         }
     }
 
-    fn state(cfg: &Config, m: &ManagedView, t: &TunnelView) -> Status {
+    fn state(plan: &Plan, m: &ManagedView, t: &TunnelView) -> Status {
         let healthy = HealthView {
             dns: ok_check(),
             r2: ok_check(),
@@ -149,7 +162,7 @@ mod tests {
             ..HealthView::default()
         };
         compose(&Inputs {
-            config: cfg,
+            plan,
             config_errors: &[],
             managed: m,
             tunnel: t,

@@ -3,9 +3,12 @@
 //! process that is alive but not connected answers 503, and a wedged one may not
 //! answer at all, which the timeout turns into a failure.
 
+use hubkeeper_base::http::exchange::exchange;
+use hyper::{Method, StatusCode};
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::time::Duration;
+use tokio::net::TcpStream;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Probe {
@@ -38,67 +41,50 @@ struct ReadyBody {
     ready_connections: u32,
 }
 
-#[derive(Debug, Clone)]
-pub struct Prober {
-    http: reqwest::Client,
-}
+/// cloudflared's `/ready` body is a few dozen bytes.
+const MAX_READY_BODY: usize = 64 * 1024;
 
-impl Prober {
-    pub fn new() -> Self {
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .pool_max_idle_per_host(1)
-            .build()
-            .expect("a plain HTTP client always builds");
-        Self { http }
-    }
-
-    pub async fn probe(&self, metrics: SocketAddr, timeout: Duration) -> Probe {
-        let url = format!("http://{metrics}/ready");
-        let resp = match self.http.get(&url).timeout(timeout).send().await {
-            Ok(r) => r,
-            Err(e) if e.is_timeout() => {
-                return Probe::NoAnswer {
-                    reason: format!("no answer within {}ms", timeout.as_millis()),
-                };
-            }
-            Err(e) => {
-                return Probe::NoAnswer {
-                    reason: root_cause(&e),
-                };
-            }
-        };
-        let status = resp.status().as_u16();
-        if status != 200 {
-            return Probe::NotReady { status };
-        }
-        match resp.json::<ReadyBody>().await {
-            Ok(b) if b.ready_connections > 0 => Probe::Ready {
-                connections: b.ready_connections,
-            },
-            Ok(_) => Probe::NotReady { status },
-            Err(e) if e.is_timeout() => Probe::NoAnswer {
+/// Asks cloudflared's metrics server whether it is connected to the edge. Plain HTTP to
+/// a loopback port: no TLS, no proxy, a fresh connection each time (one probe every
+/// `health.interval` does not need a pool).
+pub async fn probe(metrics: SocketAddr, timeout: Duration) -> Probe {
+    let work = async {
+        let stream = TcpStream::connect(metrics)
+            .await
+            .map_err(|e| e.to_string())?;
+        exchange(
+            stream,
+            Method::GET,
+            &metrics.to_string(),
+            "/ready",
+            MAX_READY_BODY,
+        )
+        .await
+        .map_err(|e| e.to_string())
+    };
+    let (status, body) = match tokio::time::timeout(timeout, work).await {
+        Err(_) => {
+            return Probe::NoAnswer {
                 reason: format!("no answer within {}ms", timeout.as_millis()),
-            },
-            Err(_) => Probe::NoAnswer {
-                reason: "the /ready answer was not the expected JSON".into(),
-            },
+            };
         }
+        Ok(Err(reason)) => return Probe::NoAnswer { reason },
+        Ok(Ok(answer)) => answer,
+    };
+    if status != StatusCode::OK {
+        return Probe::NotReady {
+            status: status.as_u16(),
+        };
     }
-}
-
-impl Default for Prober {
-    fn default() -> Self {
-        Self::new()
+    match serde_json::from_slice::<ReadyBody>(&body) {
+        Ok(b) if b.ready_connections > 0 => Probe::Ready {
+            connections: b.ready_connections,
+        },
+        Ok(_) => Probe::NotReady {
+            status: status.as_u16(),
+        },
+        Err(_) => Probe::NoAnswer {
+            reason: "the /ready answer was not the expected JSON".into(),
+        },
     }
-}
-
-/// The innermost cause of a reqwest error ("Connection refused"), which is what an
-/// admin needs; the outer layers only say "error sending request".
-pub fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut cur: &(dyn std::error::Error + 'static) = e;
-    while let Some(next) = cur.source() {
-        cur = next;
-    }
-    cur.to_string()
 }

@@ -14,8 +14,9 @@
 //! once per cooldown so a flapping edge cannot cause a restart storm.
 
 use super::probe;
+use hubkeeper_base::task::join_some;
 
-pub use probe::{Probe, Prober, root_cause};
+pub use probe::Probe;
 
 pub use crate::status::Problem;
 use crate::status::{Check, TunnelState, TunnelStatus};
@@ -113,7 +114,6 @@ impl Supervisor {
         let actor = Actor {
             rx,
             view: view_tx,
-            prober: Prober::new(),
             spec: None,
             backoff: Backoff::new(Duration::ZERO, Duration::ZERO),
             deaths_before_ready: 0,
@@ -140,7 +140,6 @@ impl Supervisor {
 struct Actor {
     rx: mpsc::Receiver<Cmd>,
     view: watch::Sender<TunnelView>,
-    prober: Prober,
     spec: Option<TunnelSpec>,
     backoff: Backoff,
     deaths_before_ready: u32,
@@ -443,7 +442,7 @@ impl Actor {
                     if let Some(p) = probe.take() { p.abort(); }
                     return End::Exited { how, code, ready_for };
                 }
-                res = async { probe.as_mut().expect("guarded").await }, if probe.is_some() => {
+                res = join_some(probe.as_mut()), if probe.is_some() => {
                     probe = None;
                     let result = res.unwrap_or(Probe::NoAnswer { reason: "the probe task failed".into() });
                     let check = Check { ok: result.is_ready(), at: SystemTime::now(), detail: result.detail() };
@@ -487,9 +486,8 @@ impl Actor {
                     };
                 }
                 () = sleep_until(next_probe), if probe.is_none() => {
-                    let prober = self.prober.clone();
                     let (addr, timeout) = (spec.metrics, spec.probe_timeout());
-                    probe = Some(tokio::spawn(async move { prober.probe(addr, timeout).await }));
+                    probe = Some(tokio::spawn(probe::probe(addr, timeout)));
                     next_probe = Instant::now() + spec.probe_interval;
                 }
                 () = sleep_until(ready_deadline), if ready_since.is_none() => {

@@ -3,6 +3,7 @@
 //! exit codes, the systemd notify protocol, backoff, and publishing actors' views.
 
 pub mod backoff;
+pub mod cause;
 pub mod config;
 pub mod exit;
 pub mod http;
@@ -10,5 +11,6 @@ pub mod logging;
 pub mod publish;
 pub mod secret_source;
 pub mod systemd;
+pub mod task;
 
 pub use hubkeeper_proto::{Secret, exposed};

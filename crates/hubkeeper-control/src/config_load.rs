@@ -3,7 +3,7 @@
 //! errors (all at once, see `config/located.rs`), then the cross-field rules, then the
 //! secret files.
 
-use super::config::{ControlConfig, endpoint_text, validate};
+use super::config::{ControlConfig, ProvisionerKind, endpoint_text, validate};
 use super::provision::local::{KeyPair, LocalSettings};
 use hubkeeper_base::config::located::{self, ArrayPaths, Located};
 use hubkeeper_base::config::read_config_file;
@@ -19,8 +19,14 @@ pub struct LoadedControlConfig {
     pub path: PathBuf,
     pub config: ControlConfig,
     pub token: Secret,
-    /// `[provisioner.local]` ready to use, when that is the kind.
-    pub local: Option<LocalSettings>,
+    /// The provisioner the config names, with its settings ready to use.
+    pub provisioner: ProvisionerPlan,
+}
+
+/// One variant per `[provisioner] kind`, each with what it needs.
+#[derive(Debug, Clone)]
+pub enum ProvisionerPlan {
+    Local(LocalSettings),
 }
 
 pub fn load(
@@ -103,9 +109,6 @@ pub fn parse(
             .collect();
         (l, keys)
     });
-    if !secret_problems.is_empty() {
-        return Err(fail(secret_problems));
-    }
     let local = local.map(|(l, keys)| LocalSettings {
         s3_endpoint: endpoint_text(&l.s3_endpoint),
         r2_endpoint: endpoint_text(l.r2_endpoint.as_ref().unwrap_or(&l.s3_endpoint)),
@@ -113,12 +116,28 @@ pub fn parse(
         account_tag: l.account_tag.as_str().to_owned(),
         keys: keys.into_iter().flatten().collect(),
     });
-    Ok(LoadedControlConfig {
-        path: path.to_path_buf(),
-        config: cfg,
-        token: token.expect("no problems means the token was read"),
-        local,
-    })
+    let provisioner = match (cfg.provisioner.kind, local) {
+        (ProvisionerKind::Local, Some(local)) => Some(ProvisionerPlan::Local(local)),
+        (ProvisionerKind::Local, None) => None,
+    };
+    match (token, provisioner) {
+        (Some(token), Some(provisioner)) if secret_problems.is_empty() => Ok(LoadedControlConfig {
+            path: path.to_path_buf(),
+            config: cfg,
+            token,
+            provisioner,
+        }),
+        (_, provisioner) => {
+            if provisioner.is_none() {
+                // validate() requires the section for the kind; this is a missing rule.
+                secret_problems.push(Diagnostic::new(
+                    Some("provisioner".into()),
+                    "the provisioner's settings are incomplete",
+                ));
+            }
+            Err(fail(secret_problems))
+        }
+    }
 }
 
 /// Relative paths are relative to the config file's directory.
@@ -169,7 +188,7 @@ mod tests {
         assert_eq!(c.config.listen.to_string(), "127.0.0.1:8787");
         assert_eq!(c.config.database, d.path().join("state/c.db"));
         assert_eq!(c.token.expose(), "tok");
-        let l = c.local.unwrap();
+        let ProvisionerPlan::Local(l) = c.provisioner;
         assert_eq!(l.s3_endpoint, "http://127.0.0.1:9000");
         assert_eq!(l.r2_endpoint, l.s3_endpoint);
         assert_eq!(l.region, "auto");
@@ -308,7 +327,8 @@ mod tests {
         assert_eq!(e.log_level, m.log_level);
         assert_eq!(e.max_connections, m.max_connections);
         assert_eq!(e.request_timeout, m.request_timeout);
-        let (el, ml) = (example.local.unwrap(), defaults.local.unwrap());
+        let (ProvisionerPlan::Local(el), ProvisionerPlan::Local(ml)) =
+            (example.provisioner, defaults.provisioner);
         assert_eq!(el.r2_endpoint, ml.r2_endpoint);
         assert_eq!(el.region, ml.region);
         assert_eq!(el.keys.len(), 2);

@@ -2,7 +2,7 @@
 //! logging, open the database and the provisioner, listen, and serve until SIGTERM or
 //! SIGINT.
 
-use super::config::ProvisionerKind;
+use super::config_load::ProvisionerPlan;
 use super::config_load::{self, LoadedControlConfig};
 use super::db::{Db, DbError};
 use super::http::{self, Limits, State};
@@ -74,12 +74,8 @@ async fn serve(loaded: LoadedControlConfig) -> Result<(), StartError> {
     .await
     .map_err(|e| StartError::Task(e.to_string()))??;
 
-    match cfg.provisioner.kind {
-        ProvisionerKind::Local => {
-            let settings = loaded
-                .local
-                .clone()
-                .expect("kind = local was validated to have [provisioner.local]");
+    match loaded.provisioner.clone() {
+        ProvisionerPlan::Local(settings) => {
             if settings.keys.len() < 2 {
                 tracing::warn!(
                     "only one [[provisioner.local.keys]] pair: rotate-keys will answer 409 not_supported"

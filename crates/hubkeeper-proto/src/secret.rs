@@ -10,7 +10,7 @@ use zeroize::Zeroizing;
 /// out is [`Secret::expose`], which makes every use greppable.
 ///
 /// ```
-/// use hubkeeper::secrets::Secret;
+/// use hubkeeper_proto::Secret;
 /// let token = Secret::new("tok-123");
 /// assert_eq!(format!("{token:?} {token}"), "Secret(<redacted>) <redacted>");
 /// assert_eq!(token.expose(), "tok-123");

@@ -6,7 +6,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use hubkeeper_s3::{Client, Limits, Target};
+use hubkeeper_s3::{Client, Limits, REGION_AUTO, Target};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
@@ -19,6 +19,7 @@ async fn main() {
         bucket,
         access_key_id: &key_id,
         secret_access_key: &secret,
+        region: REGION_AUTO,
         path_style: true,
     };
     let client = Client::new(&target, Limits::default(), None).unwrap();

@@ -147,7 +147,7 @@ impl S3ErrorKind {
 
 /// The innermost source of `e`, or a fixed phrase when reqwest itself is the cause
 /// (its `Display` would show the URL).
-fn root_cause(e: &reqwest::Error) -> String {
+pub(crate) fn root_cause(e: &reqwest::Error) -> String {
     let mut cause: Option<&(dyn std::error::Error + 'static)> = None;
     let mut next = std::error::Error::source(e);
     while let Some(inner) = next {

@@ -21,9 +21,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use url::Url;
 
-/// The region requests are signed for: what R2 expects, and any S3-compatible store
-/// that does not care accepts it.
-pub const REGION: &str = "auto";
+/// The region R2 expects requests to be signed for; S3-compatible stores that do not
+/// care about regions accept it too.
+pub const REGION_AUTO: &str = "auto";
 
 /// Keys per ListObjectsV2 page unless [`Client::with_page_size`] says otherwise: the
 /// S3 maximum, so big prefixes take few round trips.
@@ -50,6 +50,9 @@ pub struct Target<'a> {
     pub bucket: &'a str,
     pub access_key_id: &'a str,
     pub secret_access_key: &'a str,
+    /// The region signatures are scoped to: [`REGION_AUTO`] for R2; AWS and some
+    /// other stores want their real one.
+    pub region: &'a str,
     /// `https://endpoint/bucket/key` rather than `https://bucket.endpoint/key`.
     pub path_style: bool,
 }
@@ -60,6 +63,7 @@ impl fmt::Debug for Target<'_> {
         f.debug_struct("Target")
             .field("endpoint", &self.endpoint)
             .field("bucket", &self.bucket)
+            .field("region", &self.region)
             .field("path_style", &self.path_style)
             .finish_non_exhaustive()
     }
@@ -125,6 +129,7 @@ impl fmt::Debug for Client {
         f.debug_struct("Client")
             .field("endpoint", &self.endpoint.as_str())
             .field("bucket", &self.bucket.name())
+            .field("region", &self.bucket.region())
             .field("path_style", &matches!(self.style, UrlStyle::Path))
             .field("limits", &self.limits)
             .field("page_size", &self.page_size)
@@ -136,10 +141,9 @@ impl Client {
     /// The only way to build a client: from `target` and `limits`, never from the
     /// environment, `~/.aws` or a system proxy.
     ///
-    /// Pass `http` to share the daemon's connection pool; its own connect timeout,
-    /// proxy and redirect settings then apply (build it with `no_proxy()` and no
-    /// redirects). Without it, a client with `limits.connect`, no proxy and no
-    /// redirects (a redirect would replay the presigned query elsewhere) is built.
+    /// Pass `http` to share one connection pool between clients (build it with
+    /// [`http_client`], or at least without proxies and redirects: its own settings
+    /// apply). Without it, one is built with [`http_client`].
     pub fn new(
         target: &Target<'_>,
         limits: Limits,
@@ -167,17 +171,22 @@ impl Client {
         } else {
             UrlStyle::VirtualHost
         };
-        let bucket = Bucket::new(endpoint.clone(), style, target.bucket.to_owned(), REGION)
-            .map_err(|e| config(format!("cannot address bucket: {e}")))?;
+        if target.region.is_empty() {
+            return Err(config("the region is empty".to_owned()));
+        }
+        let bucket = Bucket::new(
+            endpoint.clone(),
+            style,
+            target.bucket.to_owned(),
+            target.region.to_owned(),
+        )
+        .map_err(|e| config(format!("cannot address bucket: {e}")))?;
         let http = match http {
             Some(http) => http,
-            None => reqwest::Client::builder()
-                .connect_timeout(limits.connect)
-                .no_proxy()
-                .redirect(reqwest::redirect::Policy::none())
-                .user_agent(concat!("hubkeeper-s3/", env!("CARGO_PKG_VERSION")))
-                .build()
-                .map_err(|e| config(format!("cannot build the HTTP client: {e}")))?,
+            None => http_client(&limits).map_err(|mut e| {
+                e.bucket = target.bucket.to_owned();
+                e
+            })?,
         };
         Ok(Client {
             http,
@@ -196,14 +205,18 @@ impl Client {
     /// The same store, credentials and connection pool, another bucket: for the
     /// control service, which provisions many.
     pub fn for_bucket(&self, bucket: &str) -> Result<Client, S3Error> {
-        let b = Bucket::new(self.endpoint.clone(), self.style, bucket.to_owned(), REGION).map_err(
-            |e| S3Error {
-                op: "NewClient",
-                bucket: bucket.to_owned(),
-                key: None,
-                kind: S3ErrorKind::Config(format!("cannot address bucket: {e}")),
-            },
-        )?;
+        let b = Bucket::new(
+            self.endpoint.clone(),
+            self.style,
+            bucket.to_owned(),
+            self.bucket.region().to_owned(),
+        )
+        .map_err(|e| S3Error {
+            op: "NewClient",
+            bucket: bucket.to_owned(),
+            key: None,
+            kind: S3ErrorKind::Config(format!("cannot address bucket: {e}")),
+        })?;
         Ok(Client {
             bucket: b,
             ..self.clone()
@@ -472,6 +485,28 @@ impl Client {
     }
 }
 
+/// The HTTP client [`Client::new`] builds when given none: `limits.connect` to
+/// connect, no proxy (never taken from the environment), no redirects (one would
+/// replay the presigned query elsewhere), HTTP/1.1. Build one and hand it to every
+/// [`Client`] to share a connection pool.
+pub fn http_client(limits: &Limits) -> Result<reqwest::Client, S3Error> {
+    reqwest::Client::builder()
+        .connect_timeout(limits.connect)
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("hubkeeper-s3/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| S3Error {
+            op: "NewClient",
+            bucket: String::new(),
+            key: None,
+            kind: S3ErrorKind::Config(format!(
+                "cannot build the HTTP client: {}",
+                error::root_cause(&e)
+            )),
+        })
+}
+
 /// What to do with a success body.
 #[derive(Debug, Clone, Copy)]
 enum Read {
@@ -571,6 +606,7 @@ mod tests {
             bucket: "hub-1",
             access_key_id: KEY_ID,
             secret_access_key: SECRET,
+            region: REGION_AUTO,
             path_style: true,
         }
     }
@@ -626,6 +662,12 @@ mod tests {
             ..target()
         };
         let e = Client::new(&with_userinfo, Limits::default(), None).unwrap_err();
+        assert!(matches!(e.kind, S3ErrorKind::Config(_)), "{e}");
+        let no_region = Target {
+            region: "",
+            ..target()
+        };
+        let e = Client::new(&no_region, Limits::default(), None).unwrap_err();
         assert!(matches!(e.kind, S3ErrorKind::Config(_)), "{e}");
     }
 

@@ -6,7 +6,7 @@
 mod common;
 
 use common::{KEY_ID, Rclone, SECRET};
-use hubkeeper_s3::{BucketDeletion, Client, Limits, S3Error, S3ErrorKind, Target};
+use hubkeeper_s3::{BucketDeletion, Client, Limits, REGION_AUTO, S3Error, S3ErrorKind, Target};
 use std::time::{Duration, Instant};
 
 const MAX: usize = 1024 * 1024;
@@ -25,6 +25,7 @@ fn client_for(endpoint: &str, bucket: &str, key_id: &str, secret: &str) -> Clien
         bucket,
         access_key_id: key_id,
         secret_access_key: secret,
+        region: REGION_AUTO,
         path_style: true,
     };
     Client::new(&target, limits(), None).unwrap()
@@ -75,7 +76,17 @@ async fn put_get_delete_round_trip() {
 async fn missing_key_is_404_no_such_key() {
     let s3 = Rclone::start();
     s3.bucket("hub-1");
-    let e = client(&s3, "hub-1")
+    // Signed for another region than `auto`, as the control service may be set up.
+    let target = Target {
+        endpoint: &s3.endpoint,
+        bucket: "hub-1",
+        access_key_id: KEY_ID,
+        secret_access_key: SECRET,
+        region: "eu-central-1",
+        path_style: true,
+    };
+    let e = Client::new(&target, limits(), None)
+        .unwrap()
         .get_object("never-written", MAX)
         .await
         .unwrap_err();
@@ -227,6 +238,7 @@ async fn virtual_host_style_with_a_shared_http_client() {
         bucket: "vhost",
         access_key_id: KEY_ID,
         secret_access_key: SECRET,
+        region: REGION_AUTO,
         path_style: false,
     };
     let c = Client::new(&target, limits(), Some(http)).unwrap();
@@ -259,6 +271,7 @@ async fn silent_server_times_out_within_the_limits() {
         bucket: "hub-1",
         access_key_id: KEY_ID,
         secret_access_key: SECRET,
+        region: REGION_AUTO,
         path_style: true,
     };
     let limits = Limits {

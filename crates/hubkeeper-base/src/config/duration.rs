@@ -23,7 +23,7 @@ impl HumanDuration {
 ///
 /// ```
 /// use std::time::Duration;
-/// use hubkeeper::config::duration::parse;
+/// use hubkeeper_base::config::duration::parse;
 /// assert_eq!(parse("5m"), Ok(Duration::from_secs(300)));
 /// assert!(parse("30").unwrap_err().contains("no unit"));
 /// ```

@@ -30,6 +30,18 @@ impl LogLevel {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpUrl(pub url::Url);
 
+impl HttpUrl {
+    /// A default written in the source. Parsing a literal can only fail by a typo,
+    /// which the defaults tests of each config catch before anything ships.
+    #[allow(
+        clippy::expect_used,
+        reason = "a literal; covered by the defaults tests"
+    )]
+    pub fn from_static(url: &'static str) -> Self {
+        HttpUrl(url::Url::parse(url).expect("a valid URL literal"))
+    }
+}
+
 impl<'de> Deserialize<'de> for HttpUrl {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
@@ -64,5 +76,18 @@ impl<'de> Deserialize<'de> for NonEmpty {
 impl NonEmpty {
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_literal_url_parses() {
+        assert_eq!(
+            HttpUrl::from_static("http://127.0.0.1:8080").0.as_str(),
+            "http://127.0.0.1:8080/"
+        );
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod body;
 pub mod error;
+pub mod exchange;
 pub mod serve;
 
 pub use error::HttpError;

@@ -154,7 +154,11 @@ impl Provisioner for LocalProvisioner {
             account_tag: self.account_tag.clone(),
             tunnel_id: id.clone(),
             secret: Secret::new(secret),
-        });
+        })
+        .map_err(|e| ProvisionError::Internal {
+            op: "encode the tunnel token",
+            detail: e.to_string(),
+        })?;
         Ok(Tunnel { id, token })
     }
 

@@ -37,9 +37,9 @@ pub fn new_secret() -> Secret {
     Secret::new(STANDARD.encode(bytes.as_ref()))
 }
 
-pub fn encode(parts: &TokenParts) -> Secret {
-    let json = Zeroizing::new(serde_json::to_vec(parts).expect("token parts serialize"));
-    Secret::new(STANDARD.encode(json.as_slice()))
+pub fn encode(parts: &TokenParts) -> Result<Secret, serde_json::Error> {
+    let json = Zeroizing::new(serde_json::to_vec(parts)?);
+    Ok(Secret::new(STANDARD.encode(json.as_slice())))
 }
 
 pub fn decode(token: &str) -> Result<TokenParts, TokenError> {
@@ -62,7 +62,7 @@ mod tests {
             tunnel_id: "c1744f8b-0000-4000-8000-000000000000".into(),
             secret: new_secret(),
         };
-        let token = encode(&parts);
+        let token = encode(&parts).unwrap();
         assert_eq!(decode(token.expose()).unwrap(), parts);
         let raw = STANDARD.decode(token.expose()).unwrap();
         let v: serde_json::Value = serde_json::from_slice(&raw).unwrap();
