@@ -888,7 +888,8 @@ fn check_latency(stack: &Stack) -> Result<(Latency, Latency)> {
     settle();
     let (first, times, other) = rt.block_on(async {
         let client =
-            hubkeeper::health::r2::client(&target, hubkeeper::health::r2::Limits::default());
+            hubkeeper::health::r2::client(&target, hubkeeper::health::r2::Limits::default())
+                .map_err(|p| anyhow::anyhow!("{}: {}", p.code, p.message))?;
         let once = async || {
             let t = Instant::now();
             hubkeeper::health::r2::check(&client, &target, &prefix)

@@ -479,3 +479,57 @@ fn chown_tree(p: &Path, uid: u32, except: &Path) {
         }
     }
 }
+
+/// `POST /v1/rotate-keys` answers only when the rotation is done (spec §9): the rustic
+/// profile an admin uses already holds the new key, and an R2 check with the new keys
+/// has run. Health checks run hourly here, so the only check after the request is the
+/// one the rotation caused.
+#[test]
+fn rotate_keys_answers_when_the_profile_and_an_r2_check_use_the_new_keys() {
+    let cs = ControlService::start();
+    let data = tempfile::tempdir().unwrap().keep();
+    make_data(&data);
+    let cfg = managed_config(&cs.url, free_port(), "")
+        .replace("[backup]\nenabled = false\n", &backup_section(&data, ""))
+        .replace("[health]\ninterval = \"1s\"", "[health]\ninterval = \"1h\"");
+    assert!(cfg.contains("interval = \"1h\"\ndns_resolver"), "{cfg}");
+    let (d, _st) = start_managed(&cfg, "");
+    let s = d.wait_status_within(BACKUP_WAIT, "the first backup and check", |s| {
+        s["backup"]["last_snapshot_id"].is_string() && s["checks"]["r2"]["ok"] == true
+    });
+    let first_check = humantime::parse_rfc3339(s["checks"]["r2"]["at"].as_str().unwrap()).unwrap();
+    // Status times have one-second resolution: start in a later second than that check.
+    wait_for(Duration::from_secs(3), "the next second", || {
+        SystemTime::now() >= first_check + Duration::from_secs(1)
+    });
+    let asked = SystemTime::now();
+    let old_key = std::fs::read_to_string(secrets(&d).join("rustic/profile.toml")).unwrap();
+
+    let r = post(&d.socket, "/v1/rotate-keys");
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    // Checked right at the answer, with no waiting: the answer is the promise.
+    let enrollment: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(secrets(&d).join("enrollment.json")).unwrap(),
+    )
+    .unwrap();
+    let new_key = enrollment["r2_access_key_id"].as_str().unwrap();
+    let profile = std::fs::read_to_string(secrets(&d).join("rustic/profile.toml")).unwrap();
+    assert!(
+        profile.contains(new_key),
+        "profile still has the old key:\n{profile}"
+    );
+    assert_ne!(profile, old_key);
+    let body = r.json();
+    let checked = humantime::parse_rfc3339(body["checks"]["r2"]["at"].as_str().unwrap()).unwrap();
+    assert!(
+        checked + Duration::from_secs(1) > asked,
+        "the answer's R2 check ({checked:?}) is older than the request ({asked:?}): {body:#}"
+    );
+    // The admin's rustic works with the profile at once.
+    let out = admin_rustic(&d, &["snapshots", "--json"]);
+    assert!(
+        out.contains(s["backup"]["last_snapshot_id"].as_str().unwrap()),
+        "{out}"
+    );
+}

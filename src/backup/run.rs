@@ -4,6 +4,7 @@
 //! (only a WARN line says so), so success is not read from the exit code alone: a run
 //! we stopped is a failure whatever rustic says, and WARN lines make it partial.
 
+use serde::{Deserialize, Serialize};
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -69,36 +70,65 @@ pub enum RunError {
     NoSnapshot(String),
 }
 
-impl RunError {
-    pub fn code(&self) -> &'static str {
+/// What kind of failure a run ended in: the `errors[].code` and hint it is reported
+/// under, kept as a value (also in `backup-state.json`) so the status never has to
+/// parse it back out of a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureKind {
+    RusticMissing,
+    RusticSpawnFailed,
+    BackupRetentionFailed,
+    BackupFailed,
+    BackupTimeout,
+    BackupStopped,
+}
+
+impl FailureKind {
+    pub fn code(self) -> &'static str {
         match self {
-            RunError::Missing(_) => "rustic_missing",
-            RunError::Spawn { .. } => "rustic_spawn_failed",
-            RunError::Failed { step: "forget", .. } => "backup_retention_failed",
-            RunError::Failed { .. } | RunError::NoSnapshot(_) => "backup_failed",
-            RunError::TimedOut { .. } => "backup_timeout",
-            RunError::Stopped => "backup_stopped",
+            FailureKind::RusticMissing => "rustic_missing",
+            FailureKind::RusticSpawnFailed => "rustic_spawn_failed",
+            FailureKind::BackupRetentionFailed => "backup_retention_failed",
+            FailureKind::BackupFailed => "backup_failed",
+            FailureKind::BackupTimeout => "backup_timeout",
+            FailureKind::BackupStopped => "backup_stopped",
         }
     }
 
-    pub fn hint(&self) -> &'static str {
+    pub fn hint(self) -> &'static str {
         match self {
-            RunError::Missing(_) => {
+            FailureKind::RusticMissing => {
                 "install rustic (e.g. `cargo install rustic-rs --locked`, or a release binary) or fix backup.rustic in the config"
             }
-            RunError::Spawn { .. } => "check that backup.rustic is an executable rustic binary",
-            RunError::Failed { step: "forget", .. } => {
+            FailureKind::RusticSpawnFailed => {
+                "check that backup.rustic is an executable rustic binary"
+            }
+            FailureKind::BackupRetentionFailed => {
                 "the snapshot was saved but old ones were not pruned: see rustic's lines in hubkeeper's journal"
             }
-            RunError::Failed { .. } | RunError::NoSnapshot(_) => {
+            FailureKind::BackupFailed => {
                 "see rustic's lines in hubkeeper's journal (journalctl -u hubkeeper); hubkeeper retries with backoff"
             }
-            RunError::TimedOut { .. } => {
+            FailureKind::BackupTimeout => {
                 "the backup took longer than backup.timeout: check the R2 connection and the size of backup.paths, or raise backup.timeout"
             }
-            RunError::Stopped => {
+            FailureKind::BackupStopped => {
                 "hubkeeper was stopped or disabled during the backup; the next one runs as scheduled"
             }
+        }
+    }
+}
+
+impl RunError {
+    pub fn kind(&self) -> FailureKind {
+        match self {
+            RunError::Missing(_) => FailureKind::RusticMissing,
+            RunError::Spawn { .. } => FailureKind::RusticSpawnFailed,
+            RunError::Failed { step: "forget", .. } => FailureKind::BackupRetentionFailed,
+            RunError::Failed { .. } | RunError::NoSnapshot(_) => FailureKind::BackupFailed,
+            RunError::TimedOut { .. } => FailureKind::BackupTimeout,
+            RunError::Stopped => FailureKind::BackupStopped,
         }
     }
 }
@@ -332,13 +362,13 @@ mod tests {
     #[test]
     fn codes_and_hints() {
         let e = RunError::Missing("/usr/bin/rustic".into());
-        assert_eq!(e.code(), "rustic_missing");
-        assert!(e.hint().contains("install rustic"));
+        assert_eq!(e.kind().code(), "rustic_missing");
+        assert!(e.kind().hint().contains("install rustic"));
         let f = RunError::Failed {
             step: "forget",
             how: "exit code 1".into(),
             detail: "x".into(),
         };
-        assert_eq!(f.code(), "backup_retention_failed");
+        assert_eq!(f.kind().code(), "backup_retention_failed");
     }
 }

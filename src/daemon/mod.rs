@@ -36,6 +36,10 @@ use tokio_util::sync::CancellationToken;
 /// steps, and one read should see them all.
 const RELOAD_DEBOUNCE: Duration = Duration::from_millis(100);
 
+/// How long a rotation's answer waits for the profile and an R2 check with the new
+/// keys: the check's own timeouts fit well inside it.
+const ROTATION_SETTLE: Duration = Duration::from_secs(90);
+
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
     #[error(transparent)]
@@ -314,16 +318,7 @@ impl Daemon {
                     "not_available",
                     "rotating keys through hubkeeper needs managed mode",
                 )),
-                Plan::Managed(_) => {
-                    let (tx, rx) = oneshot::channel();
-                    self.managed.rotate_keys(tx);
-                    let reply = req.reply;
-                    self.pending.spawn(async move {
-                        let result = rx.await.unwrap_or(Err(RotateError::NotEnrolled));
-                        (reply, rotation_answer(result))
-                    });
-                    return;
-                }
+                Plan::Managed(_) => return self.rotate_keys(req.reply),
             },
             Command::Backup => {
                 let (tx, rx) = oneshot::channel();
@@ -343,6 +338,41 @@ impl Daemon {
             }
         };
         self.reply(req.reply, result);
+    }
+
+    /// Rotates through the managed engine and answers when the rotation is done (spec
+    /// §9): the rustic profile holds the new key and an R2 check with it has run, so an
+    /// admin's `rustic -P` right after the answer does not use dead keys. The check may
+    /// say "pending" within R2's propagation minute; that is an answer too.
+    fn rotate_keys(&mut self, reply: Reply) {
+        let (tx, rx) = oneshot::channel();
+        self.managed.rotate_keys(tx);
+        let backups_wanted = self.loaded.config.backup.enabled;
+        let mut health = self.health_view.clone();
+        let mut backup = self.backup_view.clone();
+        self.pending.spawn(async move {
+            let key = match rx.await.unwrap_or(Err(RotateError::NotEnrolled)) {
+                Ok(key) => key,
+                Err(e) => return (reply, Err(rotation_error(e))),
+            };
+            let settled = async {
+                let _ = health
+                    .wait_for(|h| h.r2_key_id.as_deref() == Some(&key))
+                    .await;
+                if backups_wanted {
+                    let _ = backup
+                        .wait_for(|b| b.profile_key_id.as_deref() == Some(&key))
+                        .await;
+                }
+            };
+            if tokio::time::timeout(ROTATION_SETTLE, settled).await.is_err() {
+                tracing::warn!(
+                    "R2 keys rotated and stored, but the check with the new keys did not finish within {}s",
+                    ROTATION_SETTLE.as_secs()
+                );
+            }
+            (reply, Ok(StatusCode::OK))
+        });
     }
 
     /// What the health checks and backups work on follows the enrollment and the
@@ -387,8 +417,8 @@ impl Daemon {
     }
 }
 
-fn rotation_answer(result: Result<(), RotateError>) -> Result<StatusCode, ApiError> {
-    result.map(|()| StatusCode::OK).map_err(|e| match e {
+fn rotation_error(e: RotateError) -> ApiError {
+    match e {
         RotateError::NotEnrolled => ApiError::conflict("not_enrolled", e.to_string()),
         RotateError::Control(c) => ApiError::new(
             StatusCode::BAD_GATEWAY,
@@ -400,7 +430,7 @@ fn rotation_answer(result: Result<(), RotateError>) -> Result<StatusCode, ApiErr
             "store_failed",
             e.to_string(),
         ),
-    })
+    }
 }
 
 fn config_status_errors(e: &ConfigError) -> Vec<StatusError> {

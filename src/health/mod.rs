@@ -41,6 +41,9 @@ pub struct HealthView {
     pub errors: Vec<StatusError>,
     /// R2 refused fresh keys within the propagation window: not known yet.
     pub r2_pending: bool,
+    /// The access key id the last R2 check used: a key rotation is done when a check
+    /// with the new key has run.
+    pub r2_key_id: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -167,14 +170,17 @@ pub async fn run_checks(t: &Targets) -> HealthView {
     };
     let r2 = async {
         let started = Instant::now();
-        let client = r2::client(&t.r2, r2_limits);
-        let r = r2::check(&client, &t.r2, &t.prefix).await;
+        let r = match r2::client(&t.r2, r2_limits) {
+            Ok(client) => r2::check(&client, &t.r2, &t.prefix).await,
+            Err(p) => Err(p),
+        };
         (r, started.elapsed())
     };
     let ((dns, dns_took), (r2, r2_took)) = tokio::join!(dns, r2);
     let at = SystemTime::now();
     let mut view = HealthView {
         last_run: Some(at),
+        r2_key_id: Some(t.r2.access_key_id.clone()),
         ..HealthView::default()
     };
     view.dns = Some(match dns {

@@ -68,7 +68,8 @@ pub enum RotateError {
     Store(String),
 }
 
-pub type RotateReply = oneshot::Sender<Result<(), RotateError>>;
+/// Answers a rotation with the new access key id.
+pub type RotateReply = oneshot::Sender<Result<String, RotateError>>;
 
 /// The way in: cheap to clone.
 #[derive(Debug, Clone)]
@@ -219,7 +220,7 @@ impl Engine {
                         let updated = info(cfg, &stored, Some(SystemTime::now()));
                         self.publish(|v| v.enrollment = Some(updated));
                     }
-                    let _ = reply.send(result.map(|_| ()));
+                    let _ = reply.send(result.map(|s| s.enrollment.r2_access_key_id));
                 }
             }
         }

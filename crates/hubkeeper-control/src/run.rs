@@ -30,6 +30,8 @@ enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("cannot start the provisioner: {0}")]
+    Provisioner(crate::provision::ProvisionError),
     #[error("cannot set up signal handling: {0}")]
     Signals(std::io::Error),
     #[error("the database could not be opened: {0}")]
@@ -87,7 +89,7 @@ async fn serve(loaded: LoadedControlConfig) -> Result<(), StartError> {
                 key_pairs = settings.keys.len(),
                 "local provisioner"
             );
-            let p = LocalProvisioner::new(db.clone(), settings);
+            let p = LocalProvisioner::new(db.clone(), settings).map_err(StartError::Provisioner)?;
             serve_with(loaded, db, p).await
         }
     }

@@ -1,6 +1,6 @@
 //! A real S3-compatible server for tests: `rclone serve s3` on a free loopback port,
 //! its data in a temp dir (each bucket is a directory there), and signed requests to it
-//! through aws-sdk-s3.
+//! through the daemon's own S3 client.
 
 use super::workspace_root;
 use std::net::{TcpListener, TcpStream};
@@ -109,22 +109,10 @@ impl S3Server {
 
     /// A client signing with these keys, as a hub would use them.
     pub fn client(&self, access_key_id: &str, secret_access_key: &str) -> S3Client {
-        use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
-        let conf = aws_sdk_s3::Config::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .endpoint_url(&self.endpoint)
-            .region(Region::new("auto"))
-            .credentials_provider(Credentials::new(
-                access_key_id,
-                secret_access_key,
-                None,
-                None,
-                "test",
-            ))
-            .force_path_style(true)
-            .build();
         S3Client {
-            client: aws_sdk_s3::Client::from_conf(conf),
+            endpoint: self.endpoint.clone(),
+            access_key_id: access_key_id.to_owned(),
+            secret_access_key: secret_access_key.to_owned(),
             rt: tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -150,39 +138,41 @@ impl Drop for S3Server {
     }
 }
 
-/// A blocking wrapper over aws-sdk-s3 for the few calls tests make.
+/// A blocking wrapper over the daemon's own S3 client for the few calls tests make.
 pub struct S3Client {
-    client: aws_sdk_s3::Client,
+    endpoint: String,
+    access_key_id: String,
+    secret_access_key: String,
     rt: tokio::runtime::Runtime,
 }
 
 impl S3Client {
+    fn bucket(&self, bucket: &str) -> Result<hubkeeper_s3::Client, String> {
+        let target = hubkeeper_s3::Target {
+            endpoint: &self.endpoint,
+            bucket,
+            access_key_id: &self.access_key_id,
+            secret_access_key: &self.secret_access_key,
+            region: hubkeeper_s3::REGION_AUTO,
+            path_style: true,
+        };
+        hubkeeper_s3::Client::new(&target, hubkeeper_s3::Limits::default(), None)
+            .map_err(|e| e.to_string())
+    }
+
     pub fn put(&self, bucket: &str, key: &str, body: &[u8]) -> Result<(), String> {
-        let req = self
-            .client
-            .put_object()
-            .bucket(bucket)
-            .key(key)
-            .body(body.to_vec().into());
+        let client = self.bucket(bucket)?;
         self.rt
-            .block_on(req.send())
-            .map(|_| ())
-            .map_err(|e| aws_sdk_s3::error::DisplayErrorContext(e).to_string())
+            .block_on(client.put_object(key, body.to_vec()))
+            .map_err(|e| e.to_string())
     }
 
     pub fn get(&self, bucket: &str, key: &str) -> Result<Vec<u8>, String> {
-        self.rt.block_on(async {
-            let out = self
-                .client
-                .get_object()
-                .bucket(bucket)
-                .key(key)
-                .send()
-                .await
-                .map_err(|e| aws_sdk_s3::error::DisplayErrorContext(e).to_string())?;
-            let bytes = out.body.collect().await.map_err(|e| e.to_string())?;
-            Ok(bytes.into_bytes().to_vec())
-        })
+        let client = self.bucket(bucket)?;
+        self.rt
+            .block_on(client.get_object(key, 64 << 20))
+            .map(|b| b.to_vec())
+            .map_err(|e| e.to_string())
     }
 }
 

@@ -76,25 +76,25 @@ pub struct LocalProvisioner {
 
 impl LocalProvisioner {
     /// `db` must have been migrated with [`MIGRATIONS`] under [`COMPONENT`].
-    pub fn new(db: Db, s: LocalSettings) -> LocalProvisioner {
-        assert!(
-            !s.keys.is_empty(),
-            "the config requires at least one key pair"
-        );
-        let admin = &s.keys[0];
+    pub fn new(db: Db, s: LocalSettings) -> Result<LocalProvisioner, ProvisionError> {
+        // The config requires at least one pair; the first is the store's admin key.
+        let admin = s.keys.first().ok_or(ProvisionError::Internal {
+            op: "start the local provisioner",
+            detail: "no [[provisioner.local.keys]] pair".into(),
+        })?;
         let store = S3Store::new(&StoreSettings {
             endpoint: s.s3_endpoint.clone(),
             region: s.region.clone(),
             access_key_id: admin.access_key_id.clone(),
             secret_access_key: admin.secret_access_key.clone(),
-        });
-        LocalProvisioner {
+        })?;
+        Ok(LocalProvisioner {
             db,
             store,
             account_tag: s.account_tag,
             r2_endpoint: s.r2_endpoint,
             keys: s.keys,
-        }
+        })
     }
 
     fn key_of(&self, key_id: String, pair_index: i64) -> R2Key {

@@ -1,16 +1,11 @@
-//! A client of an S3-compatible store for bucket work: ensure, empty a prefix, delete.
-//! Built from explicit settings only (endpoint, static keys, region, path-style): it
-//! never reads the environment or `~/.aws`, so what runs is what the config says.
+//! The local provisioner's bucket work on an S3-compatible store (ensure, empty a
+//! prefix, delete), through the one S3 client of `hubkeeper-s3`. Built from explicit
+//! settings only (endpoint, static keys, region, path-style): it never reads the
+//! environment or `~/.aws`, so what runs is what the config says.
 
 use super::{BucketDeletion, ProvisionError};
-use aws_sdk_s3::Client;
-use aws_sdk_s3::config::http::HttpResponse;
-use aws_sdk_s3::config::timeout::TimeoutConfig;
-use aws_sdk_s3::config::{
-    BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
-};
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use hubkeeper_proto::Secret;
+use hubkeeper_s3::{Client, Limits, S3Error, Target};
 use std::time::Duration;
 
 /// Where the store is and how to reach it.
@@ -22,138 +17,84 @@ pub struct StoreSettings {
     pub secret_access_key: Secret,
 }
 
+/// A client per bucket, sharing one connection pool.
 #[derive(Debug, Clone)]
 pub struct S3Store {
-    client: Client,
+    settings: StoreSettings,
+    http: reqwest::Client,
+    limits: Limits,
 }
 
 impl S3Store {
-    pub fn new(s: &StoreSettings) -> S3Store {
-        let creds = Credentials::new(
-            &s.access_key_id,
-            s.secret_access_key.expose(),
-            None,
-            None,
-            "hubkeeper-control-config",
-        );
-        let conf = aws_sdk_s3::Config::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .endpoint_url(&s.endpoint)
-            .region(Region::new(s.region.clone()))
-            .credentials_provider(creds)
+    pub fn new(s: &StoreSettings) -> Result<S3Store, ProvisionError> {
+        let limits = Limits {
+            connect: Duration::from_secs(5),
+            operation: Duration::from_secs(20),
+            attempts: 3,
+        };
+        let http = hubkeeper_s3::http_client(&limits).map_err(|e| ProvisionError::Internal {
+            op: "set up the S3 client",
+            detail: e.to_string(),
+        })?;
+        Ok(S3Store {
+            settings: s.clone(),
+            http,
+            limits,
+        })
+    }
+
+    fn bucket(&self, bucket: &str) -> Result<Client, ProvisionError> {
+        let s = &self.settings;
+        let target = Target {
+            endpoint: &s.endpoint,
+            bucket,
+            access_key_id: &s.access_key_id,
+            secret_access_key: s.secret_access_key.expose(),
+            region: &s.region,
             // Development stores (and R2 by common practice) want path-style URLs.
-            .force_path_style(true)
-            // Only the checksums S3 requires: stores other than AWS reject the rest.
-            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
-            .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
-            .timeout_config(
-                TimeoutConfig::builder()
-                    .connect_timeout(Duration::from_secs(5))
-                    .operation_attempt_timeout(Duration::from_secs(20))
-                    .operation_timeout(Duration::from_secs(60))
-                    .build(),
-            )
-            .build();
-        S3Store {
-            client: Client::from_conf(conf),
-        }
+            path_style: true,
+        };
+        Client::new(&target, self.limits, Some(self.http.clone()))
+            .map_err(|e| upstream("reaching the bucket", &e))
     }
 
+    /// Creates the bucket; one that exists already and is usable is fine.
     pub async fn ensure_bucket(&self, bucket: &str) -> Result<(), ProvisionError> {
-        match self.client.create_bucket().bucket(bucket).send().await {
-            Ok(_) => Ok(()),
-            Err(e) => {
-                let exists = matches!(
-                    e.code(),
-                    Some("BucketAlreadyOwnedByYou" | "BucketAlreadyExists")
-                ) || status_of(&e) == Some(409);
-                if !exists {
-                    return Err(upstream("creating the bucket", bucket, &e));
-                }
-                // "Exists" may mean someone else's: confirm that we can use it.
-                self.client
-                    .head_bucket()
-                    .bucket(bucket)
-                    .send()
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| upstream("checking the existing bucket", bucket, &e))
-            }
-        }
+        self.bucket(bucket)?
+            .create_bucket()
+            .await
+            .map_err(|e| upstream("creating the bucket", &e))
     }
 
-    /// Deletes every object whose key starts with `prefix`.
+    /// Deletes every object whose key starts with `prefix` (none when the bucket is
+    /// gone).
     pub async fn delete_prefix(&self, bucket: &str, prefix: &str) -> Result<(), ProvisionError> {
-        let mut token = None;
-        loop {
-            let page = match self
-                .client
-                .list_objects_v2()
-                .bucket(bucket)
-                .prefix(prefix)
-                .set_continuation_token(token)
-                .send()
-                .await
-            {
-                Ok(p) => p,
-                Err(e) if e.code() == Some("NoSuchBucket") => return Ok(()),
-                Err(e) => return Err(upstream("listing backups", bucket, &e)),
-            };
-            // One by one: DeleteObjects needs a Content-MD5 that not every
-            // S3-compatible store checks the same way, and this is the development store.
-            for key in page.contents().iter().filter_map(|o| o.key()) {
-                self.client
-                    .delete_object()
-                    .bucket(bucket)
-                    .key(key)
-                    .send()
-                    .await
-                    .map_err(|e| upstream("deleting a backup object", bucket, &e))?;
-            }
-            match page.next_continuation_token() {
-                Some(t) if page.is_truncated() == Some(true) => token = Some(t.to_owned()),
-                _ => return Ok(()),
-            }
-        }
+        self.bucket(bucket)?
+            .delete_prefix(prefix)
+            .await
+            .map(|_| ())
+            .map_err(|e| upstream("deleting backups", &e))
     }
 
     pub async fn delete_bucket(&self, bucket: &str) -> Result<BucketDeletion, ProvisionError> {
-        let listed = self
-            .client
-            .list_objects_v2()
-            .bucket(bucket)
-            .max_keys(1)
-            .send()
-            .await;
-        match listed {
-            Err(e) if e.code() == Some("NoSuchBucket") || status_of(&e) == Some(404) => {
-                return Ok(BucketDeletion::Missing);
-            }
-            Err(e) => return Err(upstream("listing the bucket", bucket, &e)),
-            Ok(page) if !page.contents().is_empty() => return Ok(BucketDeletion::NotEmpty),
-            Ok(_) => {}
-        }
-        match self.client.delete_bucket().bucket(bucket).send().await {
-            Ok(_) => Ok(BucketDeletion::Deleted),
-            Err(e) if e.code() == Some("NoSuchBucket") => Ok(BucketDeletion::Missing),
-            Err(e) if e.code() == Some("BucketNotEmpty") => Ok(BucketDeletion::NotEmpty),
-            Err(e) => Err(upstream("deleting the bucket", bucket, &e)),
-        }
+        let deleted = self
+            .bucket(bucket)?
+            .delete_bucket()
+            .await
+            .map_err(|e| upstream("deleting the bucket", &e))?;
+        Ok(match deleted {
+            hubkeeper_s3::BucketDeletion::Deleted => BucketDeletion::Deleted,
+            hubkeeper_s3::BucketDeletion::NotFound => BucketDeletion::Missing,
+            hubkeeper_s3::BucketDeletion::NotEmpty => BucketDeletion::NotEmpty,
+        })
     }
 }
 
-fn status_of<E>(e: &SdkError<E, HttpResponse>) -> Option<u16> {
-    e.raw_response().map(|r| r.status().as_u16())
-}
-
-/// An S3 failure as a provisioning error: the operation, the bucket and the store's
-/// own explanation (error codes and messages carry no credentials).
-fn upstream<E>(op: &'static str, bucket: &str, e: &E) -> ProvisionError
-where
-    E: std::error::Error,
-{
+/// An S3 failure as a provisioning error: the client's message names the operation,
+/// the bucket and the store's own explanation, never key material.
+fn upstream(op: &'static str, e: &S3Error) -> ProvisionError {
     ProvisionError::Upstream {
         op,
-        detail: format!("bucket {bucket}: {}", DisplayErrorContext(e)),
+        detail: e.to_string(),
     }
 }
