@@ -533,3 +533,59 @@ fn rotate_keys_answers_when_the_profile_and_an_r2_check_use_the_new_keys() {
         "{out}"
     );
 }
+
+/// rustic runs at `backup.nice` and with its `oom_score_adj` at 0 whatever hubkeeper's
+/// own is (children inherit it; the unit sets -500 so that under memory pressure the
+/// OOM killer takes the backup, not the tunnel). Lowering a score needs privilege this
+/// test may lack, so it moves the daemon's the other way (300): rustic must still run
+/// at 0. A stand-in rustic records what it was given.
+#[test]
+fn rustic_runs_niced_and_with_its_own_oom_score() {
+    let cs = ControlService::start();
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("record");
+    let fake = dir.path().join("rustic");
+    std::fs::write(
+        &fake,
+        format!(
+            "#!/bin/sh\necho \"$(cat /proc/self/oom_score_adj) $(cut -d' ' -f19 /proc/self/stat)\" >> {}\nexit 3\n",
+            record.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let section = format!(
+        "[backup]\nenabled = true\nrustic = \"{}\"\npaths = [\"{}\"]\ninterval = \"1h\"\nnice = 7\n",
+        fake.display(),
+        dir.path().display()
+    );
+    let cfg =
+        managed_config(&cs.url, free_port(), "").replace("[backup]\nenabled = false\n", &section);
+    let (d, _st) = start_managed(&cfg, "");
+    // For every child forked from now on, as the unit's OOMScoreAdjust= does.
+    std::fs::write(format!("/proc/{}/oom_score_adj", d.child.id()), "300").unwrap();
+    d.wait_status_within(BACKUP_WAIT, "the first (failing) run", |s| {
+        s["backup"]["state"] == "failed"
+    });
+    let runs = || {
+        std::fs::read_to_string(&record)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    let before = runs();
+    assert_eq!(post(&d.socket, "/v1/backup").status, 202);
+    wait_for(BACKUP_WAIT, "a run after the adjustment", || {
+        runs() > before
+    });
+    let text = std::fs::read_to_string(&record).unwrap();
+    assert_eq!(
+        text.lines().last().unwrap(),
+        "0 7",
+        "oom_score_adj and nice of rustic:\n{text}"
+    );
+    let daemon_adj =
+        std::fs::read_to_string(format!("/proc/{}/oom_score_adj", d.child.id())).unwrap();
+    assert_eq!(daemon_adj.trim(), "300");
+}

@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::path::Path;
 use support::*;
 use testkit as support;
 
@@ -240,5 +241,29 @@ fn usage_errors_exit_1_and_help_exits_0() {
     assert_eq!(code, 0);
     for verb in ["run", "status", "check-config", "rotate-keys", "backup"] {
         assert!(out.contains(verb), "{out}");
+    }
+}
+
+/// The control service's config handed to the daemon: the first line names the right
+/// program, then every unknown key follows as usual.
+#[test]
+fn the_control_services_config_names_hubkeeper_control() {
+    let example = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("crates/hubkeeper-control/control.example.toml"),
+    )
+    .unwrap();
+    for verb in ["check-config", "run"] {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("control.toml");
+        std::fs::write(&p, &example).unwrap();
+        let (code, _, err) = cli(&[verb, "--config", p.to_str().unwrap()]);
+        assert_eq!(code, 78, "{verb}: {err}");
+        let first = err.lines().next().unwrap();
+        assert!(
+            first.contains("config for the control service")
+                && first.contains("`hubkeeper-control --config PATH`"),
+            "{verb}: {err}"
+        );
+        assert!(err.contains("listen: unknown field"), "{verb}: {err}");
     }
 }

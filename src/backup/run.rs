@@ -292,12 +292,25 @@ async fn stop_child(child: &mut Child) {
 
 /// CPU niceness and the idle I/O class, best effort: the unit's syscall filter may
 /// forbid them, and a backup at normal priority beats no backup.
+/// rustic yields CPU and disk to the hub, and under memory pressure it, not the tunnel,
+/// is the one the OOM killer picks: the unit lowers hubkeeper's `oom_score_adj`
+/// (-500), which children inherit, so rustic sets its own back to 0 (raising it needs
+/// no privilege).
 fn lower_priority(cmd: &mut Command, nice: u8, io_idle: bool) {
-    // SAFETY: runs in the forked child before exec; setpriority and the ioprio_set
-    // syscall are async-signal-safe and their failures are ignored.
+    // SAFETY: runs in the forked child before exec; setpriority, the ioprio_set
+    // syscall, open, write and close are async-signal-safe, the path is a static C
+    // string, and every failure is ignored.
     unsafe {
         cmd.pre_exec(move || {
             libc::setpriority(libc::PRIO_PROCESS, 0, libc::c_int::from(nice));
+            let fd = libc::open(
+                c"/proc/self/oom_score_adj".as_ptr(),
+                libc::O_WRONLY | libc::O_CLOEXEC,
+            );
+            if fd >= 0 {
+                libc::write(fd, b"0".as_ptr().cast(), 1);
+                libc::close(fd);
+            }
             if io_idle {
                 const IOPRIO_WHO_PROCESS: libc::c_int = 1;
                 const IOPRIO_CLASS_IDLE: libc::c_int = 3;

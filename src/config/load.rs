@@ -6,10 +6,14 @@ use super::model::{Config, Mode};
 use super::plan::{Plan, PlanSecrets, plan};
 use super::validate::validate;
 use crate::secrets::{Secret, source};
+use hubkeeper_base::config::file::wrong_program;
 use hubkeeper_base::config::located::{self, ArrayPaths, Located};
 use hubkeeper_base::config::{ConfigError, Diagnostic, credentials_dir_from_env, read_config_file};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
+
+/// Top-level keys only the control service's config has.
+const CONTROL_ONLY_KEYS: &[&str] = &["listen", "database", "provisioner", "zone", "token_file"];
 
 /// A valid config: the file's settings, and the plan they make (with the secrets the
 /// plan needs, read at load time so a bad secret file is a config error).
@@ -62,9 +66,19 @@ pub fn parse(
     base: &Path,
     credentials_dir: Option<&Path>,
 ) -> Result<LoadedConfig, ConfigError> {
-    let fail = |problems| ConfigError {
-        path: path.to_path_buf(),
-        problems,
+    let fail = |mut problems: Vec<Diagnostic>| {
+        if let Some(d) = wrong_program(
+            text,
+            CONTROL_ONLY_KEYS,
+            "the control service",
+            "hubkeeper-control --config PATH",
+        ) {
+            problems.insert(0, d);
+        }
+        ConfigError {
+            path: path.to_path_buf(),
+            problems,
+        }
     };
     let Located {
         value: mut cfg,

@@ -5,6 +5,7 @@
 
 use super::config::{ControlConfig, ProvisionerKind, endpoint_text, validate};
 use super::provision::local::{KeyPair, LocalSettings};
+use hubkeeper_base::config::file::wrong_program;
 use hubkeeper_base::config::located::{self, ArrayPaths, Located};
 use hubkeeper_base::config::read_config_file;
 use hubkeeper_base::config::{ConfigError, Diagnostic};
@@ -29,6 +30,19 @@ pub enum ProvisionerPlan {
     Local(LocalSettings),
 }
 
+/// Top-level keys only the hub daemon's config has.
+const DAEMON_ONLY_KEYS: &[&str] = &[
+    "enabled",
+    "mode",
+    "hub_id",
+    "socket",
+    "secrets_dir",
+    "managed",
+    "self_managed",
+    "tunnel",
+    "backup",
+];
+
 pub fn load(
     path: &Path,
     credentials_dir: Option<&Path>,
@@ -49,6 +63,14 @@ pub fn parse(
 ) -> Result<LoadedControlConfig, ConfigError> {
     let fail = |mut problems: Vec<Diagnostic>| {
         problems.sort_by_key(|d| d.location.unwrap_or((usize::MAX, 0)));
+        if let Some(d) = wrong_program(
+            text,
+            DAEMON_ONLY_KEYS,
+            "the hub daemon",
+            "hubkeeper run --config PATH",
+        ) {
+            problems.insert(0, d);
+        }
         ConfigError {
             path: path.to_path_buf(),
             problems,

@@ -2,16 +2,16 @@
 //! Cloudflare side of managed mode: hubs enroll with a shared bearer token and get a
 //! tunnel, a hostname, a bucket and bucket-scoped keys; they rotate keys and disable.
 //!
-//! `cli` is its command line and `run` starts it; `config`/`config_load` read `control.toml`; `http` serves the API;
+//! `cli` is its command line and `run` starts it; `config`/`config_load` read `control.toml`; `api` serves the API;
 //! `service` and `teardown` are what the endpoints do; `store` and `db` keep every
 //! enrollment in SQLite; `provision` is the boundary to the provider (`local` for
 //! development and tests; Cloudflare comes later); `names` and `locks` are helpers.
 
+pub mod api;
 pub mod cli;
 pub mod config;
 pub mod config_load;
 pub mod db;
-pub mod http;
 mod locks;
 pub mod names;
 pub mod provision;

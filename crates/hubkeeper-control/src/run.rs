@@ -2,10 +2,10 @@
 //! logging, open the database and the provisioner, listen, and serve until SIGTERM or
 //! SIGINT.
 
+use super::api::{self, Limits, State};
 use super::config_load::ProvisionerPlan;
 use super::config_load::{self, LoadedControlConfig};
 use super::db::{Db, DbError};
-use super::http::{self, Limits, State};
 use super::provision::Provisioner;
 use super::provision::local::{self, LocalProvisioner};
 use super::service::Service;
@@ -135,7 +135,7 @@ async fn serve_with<P: Provisioner>(
         "control service listening"
     );
     systemd::ready(&format!("listening on {addr}"));
-    http::run(listener, state, shutdown).await;
+    api::run(listener, state, shutdown).await;
     tracing::info!("control service stopped");
     Ok(())
 }

@@ -692,3 +692,25 @@ fn no_secret_reaches_the_log() {
     }
     assert!(!log.contains("guess-token"), "{log}");
 }
+
+/// The hub daemon's config handed to the control service: the first line names the
+/// right program.
+#[test]
+fn the_daemons_config_names_hubkeeper_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("hubkeeper.toml");
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config.example.toml"),
+        &cfg,
+    )
+    .unwrap();
+    let out = command(&cfg).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    let first = err.lines().next().unwrap();
+    assert!(
+        first.contains("config for the hub daemon")
+            && first.contains("`hubkeeper run --config PATH`"),
+        "{err}"
+    );
+}

@@ -1,5 +1,5 @@
 //! The control API server: what its handlers share (`State`), its limits, and how it
-//! stops: the shared accept loop (`http::serve`) over TCP, whose drain also waits for
+//! stops: the shared accept loop (`hubkeeper_base::http::serve`) over TCP, whose drain also waits for
 //! operations still running.
 
 use super::routes::handle;
