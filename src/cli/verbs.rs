@@ -9,17 +9,8 @@ use hubkeeper_base::logging;
 use hyper::{Method, StatusCode};
 use std::path::{Path, PathBuf};
 
-fn config_exit(e: &config::ConfigError) -> ExitError {
-    let n = e.problems.len();
-    let plural = if n == 1 { "problem" } else { "problems" };
-    ExitError::new(
-        exit::CONFIG,
-        format!("{e}\n{n} {plural} in {}", e.path.display()),
-    )
-}
-
 pub fn run(path: &Path) -> Result<(), ExitError> {
-    let loaded = config::load(path).map_err(|e| config_exit(&e))?;
+    let loaded = config::load(path).map_err(|e| ExitError::from(&e))?;
     let logs = logging::init(loaded.config.log_level);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -36,7 +27,7 @@ pub fn run(path: &Path) -> Result<(), ExitError> {
 }
 
 pub fn check_config(path: &Path) -> Result<(), ExitError> {
-    let loaded = config::load(path).map_err(|e| config_exit(&e))?;
+    let loaded = config::load(path).map_err(|e| ExitError::from(&e))?;
     let c = &loaded.config;
     let plan = &loaded.plan;
     let mode = plan.mode().map_or("no mode", |m| m.as_str());

@@ -6,8 +6,8 @@ use super::model::{Config, Mode};
 use super::plan::{Plan, PlanSecrets, plan};
 use super::validate::validate;
 use crate::secrets::{Secret, source};
-use hubkeeper_base::config::file::wrong_program;
-use hubkeeper_base::config::located::{self, ArrayPaths, Located};
+use hubkeeper_base::config::checked::ConfigText;
+use hubkeeper_base::config::located::ArrayPaths;
 use hubkeeper_base::config::{ConfigError, Diagnostic, credentials_dir_from_env, read_config_file};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -66,55 +66,22 @@ pub fn parse(
     base: &Path,
     credentials_dir: Option<&Path>,
 ) -> Result<LoadedConfig, ConfigError> {
-    let fail = |mut problems: Vec<Diagnostic>| {
-        if let Some(d) = wrong_program(
-            text,
-            CONTROL_ONLY_KEYS,
-            "the control service",
-            "hubkeeper-control --config PATH",
-        ) {
-            problems.insert(0, d);
-        }
-        ConfigError {
-            path: path.to_path_buf(),
-            problems,
-        }
+    let file = ConfigText {
+        path,
+        text,
+        arrays: ArrayPaths::Whole,
+        foreign_keys: CONTROL_ONLY_KEYS,
+        other_program: "the control service",
+        other_command: "hubkeeper-control --config PATH",
     };
-    let Located {
-        value: mut cfg,
-        mut problems,
-        spans,
-        dropped,
-    } = located::parse::<Config>(text, ArrayPaths::Whole).map_err(fail)?;
-    resolve_paths(&mut cfg, base);
-    for (key, message) in validate(&cfg) {
-        if !dropped.covers(&key) {
-            // A missing key has no place in the file; point at what required it.
-            let span = spans
-                .key_span(&key)
-                .or_else(|| spans.key_span("mode"))
-                .or_else(|| spans.key_span("enabled"));
-            problems.push(Diagnostic::new(Some(key), message).at(text, span));
-        }
-    }
-    if !problems.is_empty() {
-        problems.sort_by_key(|d| d.location.unwrap_or((usize::MAX, 0)));
-        return Err(fail(problems));
-    }
-
-    let located = |errs: Vec<(String, String)>| {
-        fail(
-            errs.into_iter()
-                .map(|(key, msg)| {
-                    let span = spans.key_span(&key);
-                    Diagnostic::new(Some(key), msg).at(text, span)
-                })
-                .collect(),
-        )
-    };
-    let secrets = read_secrets(&cfg, credentials_dir).map_err(located)?;
-    let plan =
-        plan(&cfg, secrets).map_err(|u| located(vec![(u.key.to_owned(), u.message.to_owned())]))?;
+    // A missing key has no place in the file; point at what required it.
+    let checked =
+        file.check::<Config>(|c| resolve_paths(c, base), validate, &["mode", "enabled"])?;
+    let cfg = &checked.value;
+    let secrets = read_secrets(cfg, credentials_dir).map_err(|errs| checked.error(errs))?;
+    let plan = plan(cfg, secrets)
+        .map_err(|u| checked.error(vec![(u.key.to_owned(), u.message.to_owned())]))?;
+    let cfg = checked.value;
     Ok(LoadedConfig {
         path: path.to_path_buf(),
         config: cfg,

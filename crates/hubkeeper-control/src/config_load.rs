@@ -5,10 +5,10 @@
 
 use super::config::{ControlConfig, ProvisionerKind, endpoint_text, validate};
 use super::provision::local::{KeyPair, LocalSettings};
-use hubkeeper_base::config::file::wrong_program;
-use hubkeeper_base::config::located::{self, ArrayPaths, Located};
+use hubkeeper_base::config::ConfigError;
+use hubkeeper_base::config::checked::ConfigText;
+use hubkeeper_base::config::located::ArrayPaths;
 use hubkeeper_base::config::read_config_file;
-use hubkeeper_base::config::{ConfigError, Diagnostic};
 use hubkeeper_base::secret_source as source;
 use hubkeeper_proto::Secret;
 use std::path::{Path, PathBuf};
@@ -61,44 +61,22 @@ pub fn parse(
     base: &Path,
     credentials_dir: Option<&Path>,
 ) -> Result<LoadedControlConfig, ConfigError> {
-    let fail = |mut problems: Vec<Diagnostic>| {
-        problems.sort_by_key(|d| d.location.unwrap_or((usize::MAX, 0)));
-        if let Some(d) = wrong_program(
-            text,
-            DAEMON_ONLY_KEYS,
-            "the hub daemon",
-            "hubkeeper run --config PATH",
-        ) {
-            problems.insert(0, d);
-        }
-        ConfigError {
-            path: path.to_path_buf(),
-            problems,
-        }
+    let file = ConfigText {
+        path,
+        text,
+        arrays: ArrayPaths::Indexed,
+        foreign_keys: DAEMON_ONLY_KEYS,
+        other_program: "the hub daemon",
+        other_command: "hubkeeper run --config PATH",
     };
-    let Located {
-        value: mut cfg,
-        mut problems,
-        spans,
-        dropped,
-    } = located::parse::<ControlConfig>(text, ArrayPaths::Indexed).map_err(fail)?;
-    resolve_paths(&mut cfg, base);
-    for (key, message) in validate(&cfg) {
-        if !dropped.covers(&key) {
-            let span = spans.key_span(&key);
-            problems.push(Diagnostic::new(Some(key), message).at(text, span));
-        }
-    }
-    if !problems.is_empty() {
-        return Err(fail(problems));
-    }
+    let checked = file.check::<ControlConfig>(|c| resolve_paths(c, base), validate, &[])?;
+    let cfg = &checked.value;
 
     let mut secret_problems = Vec::new();
     let mut take = |key: String, r: Result<Secret, source::SourceError>| match r {
         Ok(s) => Some(s),
         Err(e) => {
-            let span = spans.key_span(&key);
-            secret_problems.push(Diagnostic::new(Some(key), e.to_string()).at(text, span));
+            secret_problems.push((key, e.to_string()));
             None
         }
     };
@@ -145,19 +123,19 @@ pub fn parse(
     match (token, provisioner) {
         (Some(token), Some(provisioner)) if secret_problems.is_empty() => Ok(LoadedControlConfig {
             path: path.to_path_buf(),
-            config: cfg,
+            config: checked.value,
             token,
             provisioner,
         }),
         (_, provisioner) => {
             if provisioner.is_none() {
                 // validate() requires the section for the kind; this is a missing rule.
-                secret_problems.push(Diagnostic::new(
-                    Some("provisioner".into()),
-                    "the provisioner's settings are incomplete",
+                secret_problems.push((
+                    "provisioner".into(),
+                    "the provisioner's settings are incomplete".into(),
                 ));
             }
-            Err(fail(secret_problems))
+            Err(checked.error(secret_problems))
         }
     }
 }

@@ -2,6 +2,7 @@
 //! reports every problem with `file:line:col`, durations with units, and the value
 //! types both configs use. Each binary keeps its own model and rules.
 
+pub mod checked;
 pub mod diagnostic;
 pub mod duration;
 pub mod file;
