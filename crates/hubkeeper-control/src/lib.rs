@@ -3,15 +3,15 @@
 //! tunnel, a hostname, a bucket and bucket-scoped keys; they rotate keys and disable.
 //!
 //! `cli` is its command line and `run` starts it; `config`/`config_load` read `control.toml`; `api` serves the API;
-//! `service` and `teardown` are what the endpoints do; `store` and `db` keep every
-//! enrollment in SQLite; `provision` is the boundary to the provider (`local` for
-//! development and tests; Cloudflare comes later); `names` and `locks` are helpers.
+//! `service` and `teardown` are what the endpoints do; `store` is the `Store` trait
+//! through which they keep every enrollment (`store::sqlite` on one SQLite file);
+//! `provision` is the boundary to the provider (`local` for development and tests;
+//! Cloudflare comes later); `names` and `locks` are helpers.
 
 pub mod api;
 pub mod cli;
 pub mod config;
 pub mod config_load;
-pub mod db;
 mod locks;
 pub mod names;
 pub mod provision;

@@ -5,12 +5,11 @@
 use super::api::{self, Limits, State};
 use super::config_load::ProvisionerPlan;
 use super::config_load::{self, LoadedControlConfig};
-use super::db::{Db, DbError};
 use super::provision::Provisioner;
 use super::provision::local::{self, LocalProvisioner};
 use super::service::Service;
-use super::store;
-use hubkeeper_base::config::ConfigError;
+use super::store::Store;
+use super::store::sqlite::{DbError, SqliteStore};
 use hubkeeper_base::config::credentials_dir_from_env;
 use hubkeeper_base::exit::{self, ExitError};
 use hubkeeper_base::{logging, systemd};
@@ -41,7 +40,7 @@ enum StartError {
 /// Runs the control service with the config at `path` until a signal stops it.
 pub fn run_command(path: &Path) -> Result<(), ExitError> {
     let loaded = config_load::load(path, credentials_dir_from_env().as_deref())
-        .map_err(|e| config_exit(&e))?;
+        .map_err(|e| ExitError::from(&e))?;
     logging::init(loaded.config.log_level);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -55,23 +54,15 @@ pub fn run_command(path: &Path) -> Result<(), ExitError> {
     })
 }
 
-fn config_exit(e: &ConfigError) -> ExitError {
-    let n = e.problems.len();
-    let plural = if n == 1 { "problem" } else { "problems" };
-    ExitError::new(
-        exit::CONFIG,
-        format!("{e}\n{n} {plural} in {}", e.path.display()),
-    )
-}
-
 async fn serve(loaded: LoadedControlConfig) -> Result<(), StartError> {
     let cfg = &loaded.config;
     let path = cfg.database.clone();
-    let db = tokio::task::spawn_blocking(move || {
-        let db = Db::open(&path)?;
-        db.migrate(store::COMPONENT, store::MIGRATIONS)?;
-        db.migrate(local::COMPONENT, local::MIGRATIONS)?;
-        Ok::<_, DbError>(db)
+    let store = tokio::task::spawn_blocking(move || {
+        let store = SqliteStore::open(&path)?;
+        // The local provisioner's own tables, in the same file under their own
+        // component (it is the only provisioner so far, so they are always there).
+        store.db().migrate(local::COMPONENT, local::MIGRATIONS)?;
+        Ok::<_, DbError>(store)
     })
     .await
     .map_err(|e| StartError::Task(e.to_string()))??;
@@ -89,15 +80,16 @@ async fn serve(loaded: LoadedControlConfig) -> Result<(), StartError> {
                 key_pairs = settings.keys.len(),
                 "local provisioner"
             );
-            let p = LocalProvisioner::new(db.clone(), settings).map_err(StartError::Provisioner)?;
-            serve_with(loaded, db, p).await
+            let p = LocalProvisioner::new(store.db().clone(), settings)
+                .map_err(StartError::Provisioner)?;
+            serve_with(loaded, store, p).await
         }
     }
 }
 
-async fn serve_with<P: Provisioner>(
+async fn serve_with<S: Store, P: Provisioner>(
     loaded: LoadedControlConfig,
-    db: Db,
+    store: S,
     provisioner: P,
 ) -> Result<(), StartError> {
     let cfg = loaded.config;
@@ -111,7 +103,7 @@ async fn serve_with<P: Provisioner>(
         max_connections: cfg.max_connections as usize,
         request_timeout: cfg.request_timeout.get(),
     };
-    let service = Service::new(db, provisioner, cfg.zone.clone());
+    let service = Service::new(store, provisioner, cfg.zone.clone());
     let state = Arc::new(State::new(service, loaded.token, limits));
 
     let shutdown = CancellationToken::new();

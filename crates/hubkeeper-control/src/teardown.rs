@@ -9,35 +9,24 @@
 use super::names;
 use super::provision::{BucketDeletion, Provisioner};
 use super::service::{Service, ServiceError, account_key};
-use super::store::{self, HubRow};
+use super::store::{self, HubRow, Store, StoreError};
 
-impl<P: Provisioner> Service<P> {
+impl<S: Store, P: Provisioner> Service<S, P> {
     pub(super) async fn teardown(&self, row: HubRow) -> Result<(), ServiceError> {
         let p = &self.provisioner;
-        let (hub, generation) = (row.hub_id.clone(), row.generation);
-        let record = |step: &'static str, detail: String| {
-            let h = hub.clone();
-            tracing::info!(hub_id = %h, step, %detail, "teardown step done");
-            self.db
-                .call(move |c| store::log_step(c, &h, generation, step, &detail))
-        };
+        let hub = row.hub_id.as_str();
+        let record = |step, detail| self.record_step(&row, step, detail);
 
         if let Some(tunnel) = &row.tunnel_id {
             p.delete_connections(tunnel).await?;
             record("connections_deleted", format!("tunnel {tunnel}")).await?;
             p.delete_tunnel(tunnel).await?;
-            let h = hub.clone();
-            self.db
-                .call(move |c| store::set_tunnel(c, &h, None, None))
-                .await?;
+            self.store.set_tunnel(hub, None).await?;
             record("tunnel_deleted", format!("tunnel {tunnel}")).await?;
         }
         if let Some(dns) = &row.dns_record_id {
             p.delete_dns_record(dns).await?;
-            let h = hub.clone();
-            self.db
-                .call(move |c| store::set_dns_record(c, &h, None))
-                .await?;
+            self.store.set_dns_record(hub, None).await?;
             record(
                 "dns_record_deleted",
                 format!("{} (record {dns})", row.hostname),
@@ -46,21 +35,16 @@ impl<P: Provisioner> Service<P> {
         }
         if let Some(key) = &row.key_id {
             p.revoke_key(key).await?;
-            let h = hub.clone();
-            self.db.call(move |c| store::set_key(c, &h, None)).await?;
+            self.store.set_key(hub, None).await?;
             record("key_revoked", format!("key {key}")).await?;
         }
 
         let retain_until = if row.delete_bucket == Some(true) {
             let _account_lock = self.locks.lock(account_key(&row.account_id)).await;
-            let prefix = names::backup_prefix(&hub);
+            let prefix = names::backup_prefix(hub);
             p.expire_prefix(&row.bucket, &prefix).await?;
             record("backups_deleted", format!("{}/{prefix}", row.bucket)).await?;
-            let (account, h) = (row.account_id.clone(), hub.clone());
-            let others = self
-                .db
-                .call(move |c| store::other_bucket_users(c, &account, &h))
-                .await?;
+            let others = self.store.other_bucket_users(&row.account_id, hub).await?;
             if others > 0 {
                 record(
                     "bucket_kept",
@@ -73,10 +57,7 @@ impl<P: Provisioner> Service<P> {
             } else {
                 match p.delete_bucket(&row.bucket).await? {
                     BucketDeletion::Deleted | BucketDeletion::Missing => {
-                        let account = row.account_id.clone();
-                        self.db
-                            .call(move |c| store::bucket_deleted(c, &account))
-                            .await?;
+                        self.store.bucket_deleted(&row.account_id).await?;
                         record("bucket_deleted", row.bucket.clone()).await?;
                     }
                     BucketDeletion::NotEmpty => {
@@ -93,15 +74,28 @@ impl<P: Provisioner> Service<P> {
                 format!(
                     "{}/{} for {days} days, until {until}",
                     row.bucket,
-                    names::backup_prefix(&hub)
+                    names::backup_prefix(hub)
                 ),
             )
             .await?;
             Some(until)
         };
-        self.db
-            .call(move |c| store::finish_disable(c, &hub, retain_until.as_deref()))
+        self.store
+            .finish_disable(hub, retain_until.as_deref())
             .await?;
         Ok(())
+    }
+
+    /// Logs one done step, to the log and to the hub's teardown log.
+    async fn record_step(
+        &self,
+        row: &HubRow,
+        step: &'static str,
+        detail: String,
+    ) -> Result<(), StoreError> {
+        tracing::info!(hub_id = %row.hub_id, step, %detail, "teardown step done");
+        self.store
+            .log_teardown_step(&row.hub_id, row.generation, step, &detail)
+            .await
     }
 }

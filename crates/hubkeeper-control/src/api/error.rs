@@ -49,9 +49,11 @@ impl From<ServiceError> for HttpError {
             ServiceError::Provision(ProvisionError::Upstream { .. }) => {
                 Self::new(StatusCode::BAD_GATEWAY, "provisioning_failed", msg)
             }
-            // Our own bookkeeping: the details stay in the log.
+            // Our own bookkeeping: the details stay in the log. A store that is
+            // unavailable (`StoreError::Unavailable`) lands here too, as it always has:
+            // a 500, which the daemon's client retries like any 5xx.
             ServiceError::Provision(ProvisionError::Internal { .. })
-            | ServiceError::Db(_)
+            | ServiceError::Store(_)
             | ServiceError::Corrupt(_) => internal(),
         }
     }
@@ -77,5 +79,21 @@ mod tests {
         let body = r.into_body().collect().await.unwrap().to_bytes();
         let parsed: ErrorBody = serde_json::from_slice(&body).unwrap();
         assert_eq!(parsed.error.code, "unauthorized");
+    }
+
+    /// Today every store failure is a 500 (retried by the daemon like any 5xx);
+    /// "unavailable" is a distinct `StoreError` so it can get its own answer.
+    #[test]
+    fn store_failures_are_internal_errors() {
+        use crate::store::StoreError;
+        for e in [
+            StoreError::Unavailable("database is locked".into()),
+            StoreError::MissingHub("h".into()),
+            StoreError::Failed("x".into()),
+        ] {
+            let mapped = HttpError::from(ServiceError::Store(e));
+            assert_eq!(mapped.status, StatusCode::INTERNAL_SERVER_ERROR);
+            assert_eq!(mapped.code, "internal_error");
+        }
     }
 }

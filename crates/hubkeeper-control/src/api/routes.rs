@@ -7,6 +7,7 @@ use super::error::HttpError;
 use super::server::State;
 use crate::provision::Provisioner;
 use crate::service::{Service, ServiceError};
+use crate::store::Store;
 use bytes::Bytes;
 use http_body_util::Full;
 use hubkeeper_base::http::body::read_body;
@@ -23,9 +24,9 @@ use std::time::Duration;
 /// Largest request body accepted.
 pub const MAX_BODY: usize = 64 * 1024;
 
-pub async fn handle<P: Provisioner>(
+pub async fn handle<S: Store, P: Provisioner>(
     req: Request<Incoming>,
-    state: Arc<State<P>>,
+    state: Arc<State<S, P>>,
 ) -> Response<Full<Bytes>> {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
@@ -47,9 +48,9 @@ pub async fn handle<P: Provisioner>(
     r
 }
 
-async fn route<P: Provisioner>(
+async fn route<S: Store, P: Provisioner>(
     req: Request<Incoming>,
-    state: &Arc<State<P>>,
+    state: &Arc<State<S, P>>,
     hub: &mut Option<String>,
 ) -> Result<Response<Full<Bytes>>, HttpError> {
     if !auth::authorized(req.headers(), &state.token) {
@@ -93,10 +94,11 @@ async fn route<P: Provisioner>(
 /// Runs a service operation on its own task: a client that hangs up mid-enroll must
 /// not cancel it between creating a resource and recording it. The task tracker lets
 /// shutdown wait for it.
-async fn detached<P, F, Fut, T>(state: &Arc<State<P>>, op: F) -> Result<T, HttpError>
+async fn detached<S, P, F, Fut, T>(state: &Arc<State<S, P>>, op: F) -> Result<T, HttpError>
 where
+    S: Store,
     P: Provisioner,
-    F: FnOnce(Arc<Service<P>>) -> Fut,
+    F: FnOnce(Arc<Service<S, P>>) -> Fut,
     Fut: Future<Output = Result<T, ServiceError>> + Send + 'static,
     T: Send + 'static,
 {

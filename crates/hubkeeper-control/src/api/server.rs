@@ -5,6 +5,7 @@
 use super::routes::handle;
 use crate::provision::Provisioner;
 use crate::service::Service;
+use crate::store::Store;
 use hubkeeper_base::http::serve;
 use hubkeeper_proto::Secret;
 use hyper::service::service_fn;
@@ -29,15 +30,15 @@ pub struct Limits {
 
 /// What request handlers share.
 #[derive(Debug)]
-pub struct State<P> {
-    pub service: Arc<Service<P>>,
+pub struct State<S, P> {
+    pub service: Arc<Service<S, P>>,
     pub(super) token: Secret,
     pub limits: Limits,
     pub(super) tasks: TaskTracker,
 }
 
-impl<P> State<P> {
-    pub fn new(service: Service<P>, token: Secret, limits: Limits) -> Self {
+impl<S, P> State<S, P> {
+    pub fn new(service: Service<S, P>, token: Secret, limits: Limits) -> Self {
         State {
             service: Arc::new(service),
             token,
@@ -49,9 +50,9 @@ impl<P> State<P> {
 
 /// Serves `listener` until `shutdown` is cancelled, then lets in-flight requests and
 /// operations finish for a moment.
-pub async fn run<P: Provisioner>(
+pub async fn run<S: Store, P: Provisioner>(
     listener: TcpListener,
-    state: Arc<State<P>>,
+    state: Arc<State<S, P>>,
     shutdown: CancellationToken,
 ) {
     let opts = serve::Options {

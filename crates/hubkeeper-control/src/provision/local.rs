@@ -10,8 +10,8 @@
 use super::s3::{S3Store, StoreSettings};
 use super::tunnel_token::{self, TokenParts};
 use super::{BucketDeletion, ProvisionError, Provisioner, R2Key, Tunnel};
-use crate::db::{Db, DbError};
 use crate::store::now;
+use crate::store::sqlite::{Db, DbError};
 use hubkeeper_proto::Secret;
 use rusqlite::{OptionalExtension, params};
 

@@ -1,5 +1,7 @@
-//! The SQLite database: opening it (WAL, private file mode, one service per file),
+//! The SQLite file: opening it (WAL, private file mode, one service per file),
 //! per-component schema migrations, and running blocking queries off the async workers.
+//! The service's store (`queries`) and the local provisioner's private tables share
+//! this one connection, each migrated under its own component name.
 
 use nix::fcntl::{Flock, FlockArg};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};

@@ -1,17 +1,17 @@
-//! The service's records in SQLite: accounts (one bucket each), hubs (what was
-//! provisioned for each, step by step), the per-zone hostname counters and the log of
-//! teardown steps. Plain synchronous functions, run through `Db::call`.
+//! The service's SQL on one SQLite connection: the schema (accounts with one bucket
+//! each, hubs with what was provisioned for each, per-zone hostname counters, the
+//! teardown log) and one plain synchronous function per `Store` method, run on the
+//! blocking pool by `SqliteStore` (`mod.rs`).
 //!
 //! Uniqueness is enforced here as well as by the per-hub locks: a hub id, a hostname
 //! and a bucket name each exist once (primary keys and UNIQUE constraints), and every
 //! allocation happens in one IMMEDIATE transaction.
 
 use super::db::DbError;
-use super::names;
+use crate::names;
+use crate::store::{Begin, HubRow, HubState, NewEnrollment, now};
 use hubkeeper_proto::Secret;
-use hubkeeper_proto::time::rfc3339;
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
-use std::time::{Duration, SystemTime};
 
 pub const COMPONENT: &str = "control";
 
@@ -64,72 +64,6 @@ pub const MIGRATIONS: &[&str] = &["
     );
 "];
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HubState {
-    /// Enrollment started; some resources may exist. A new enroll resumes it.
-    Provisioning,
-    Active,
-    /// Disable started; a new disable resumes the teardown.
-    Disabling,
-    Disabled,
-}
-
-impl HubState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            HubState::Provisioning => "provisioning",
-            HubState::Active => "active",
-            HubState::Disabling => "disabling",
-            HubState::Disabled => "disabled",
-        }
-    }
-
-    fn parse(s: &str) -> rusqlite::Result<Self> {
-        Ok(match s {
-            "provisioning" => HubState::Provisioning,
-            "active" => HubState::Active,
-            "disabling" => HubState::Disabling,
-            "disabled" => HubState::Disabled,
-            other => {
-                return Err(rusqlite::Error::FromSqlConversionFailure(
-                    0,
-                    rusqlite::types::Type::Text,
-                    format!("unknown hub state {other:?}").into(),
-                ));
-            }
-        })
-    }
-}
-
-/// One hub as recorded. Resource columns are `None` until provisioned, and again
-/// after they are torn down.
-#[derive(Debug, Clone)]
-pub struct HubRow {
-    pub hub_id: String,
-    pub account_id: String,
-    pub license_id: String,
-    pub state: HubState,
-    pub generation: i64,
-    pub subdomain: String,
-    pub zone: String,
-    pub hostname: String,
-    pub bucket: String,
-    pub bucket_deleted: bool,
-    pub tunnel_name: String,
-    pub tunnel_id: Option<String>,
-    pub tunnel_token: Option<Secret>,
-    pub dns_record_id: Option<String>,
-    pub key_name: String,
-    pub key_id: Option<String>,
-    pub access_key_id: Option<String>,
-    pub secret_access_key: Option<Secret>,
-    pub enrolled_at: Option<String>,
-    pub disabled_at: Option<String>,
-    pub delete_bucket: Option<bool>,
-    pub retention_days: Option<u32>,
-    pub retain_until: Option<String>,
-}
-
 const HUB_COLUMNS: &str = "h.hub_id, h.account_id, h.license_id, h.state, h.generation,
     h.subdomain, h.zone, h.hostname, a.bucket, a.bucket_deleted_at IS NOT NULL,
     h.tunnel_name, h.tunnel_id, h.tunnel_token, h.dns_record_id, h.key_name, h.key_id,
@@ -142,7 +76,7 @@ fn hub_from_row(r: &Row<'_>) -> rusqlite::Result<HubRow> {
         hub_id: r.get(0)?,
         account_id: r.get(1)?,
         license_id: r.get(2)?,
-        state: HubState::parse(&state)?,
+        state: parse_state(&state)?,
         generation: r.get(4)?,
         subdomain: r.get(5)?,
         zone: r.get(6)?,
@@ -165,9 +99,14 @@ fn hub_from_row(r: &Row<'_>) -> rusqlite::Result<HubRow> {
     })
 }
 
-/// RFC 3339 UTC, seconds precision.
-pub fn now() -> String {
-    rfc3339(SystemTime::now())
+fn parse_state(s: &str) -> rusqlite::Result<HubState> {
+    HubState::parse(s).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            3,
+            rusqlite::types::Type::Text,
+            format!("unknown hub state {s:?}").into(),
+        )
+    })
 }
 
 pub fn get_hub(conn: &Connection, hub_id: &str) -> Result<Option<HubRow>, DbError> {
@@ -180,26 +119,6 @@ pub fn get_hub(conn: &Connection, hub_id: &str) -> Result<Option<HubRow>, DbErro
 
 fn must_get(conn: &Connection, hub_id: &str) -> Result<HubRow, DbError> {
     get_hub(conn, hub_id)?.ok_or(DbError::Sqlite(rusqlite::Error::QueryReturnedNoRows))
-}
-
-/// What an enroll asks for, checked and sanitized.
-#[derive(Debug, Clone)]
-pub struct NewEnrollment {
-    pub hub_id: String,
-    pub account_id: String,
-    pub license_id: String,
-    pub subdomain: String,
-    pub zone: String,
-}
-
-#[derive(Debug)]
-pub enum Begin {
-    /// Provisioning (to resume) or Active (to answer from).
-    Go(Box<HubRow>),
-    /// The hub is enrolled under another account.
-    AccountMismatch,
-    /// A disable is half done.
-    DisableIncomplete,
 }
 
 /// Records the start of an enrollment, or finds the one in progress or done.
@@ -379,13 +298,14 @@ pub fn set_key(
     Ok(())
 }
 
-pub fn set_active(conn: &Connection, hub_id: &str) -> Result<HubRow, DbError> {
+/// `None` if the hub has no record (the caller says which hub is missing).
+pub fn set_active(conn: &Connection, hub_id: &str) -> Result<Option<HubRow>, DbError> {
     let now = now();
     conn.execute(
         "UPDATE hubs SET state = 'active', enrolled_at = ?2, updated_at = ?2 WHERE hub_id = ?1",
         params![hub_id, now],
     )?;
-    must_get(conn, hub_id)
+    get_hub(conn, hub_id)
 }
 
 /// Moves a provisioning or active hub to `disabling` with the disable's parameters
@@ -395,13 +315,13 @@ pub fn begin_disable(
     hub_id: &str,
     delete_bucket: bool,
     retention_days: u32,
-) -> Result<HubRow, DbError> {
+) -> Result<Option<HubRow>, DbError> {
     conn.execute(
         "UPDATE hubs SET state = 'disabling', delete_bucket = ?2, retention_days = ?3,
             updated_at = ?4 WHERE hub_id = ?1",
         params![hub_id, delete_bucket, retention_days, now()],
     )?;
-    must_get(conn, hub_id)
+    get_hub(conn, hub_id)
 }
 
 pub fn finish_disable(
@@ -416,11 +336,6 @@ pub fn finish_disable(
         params![hub_id, now, retain_until],
     )?;
     Ok(())
-}
-
-/// `retention_days` from now, as RFC 3339.
-pub fn retain_until(retention_days: u32) -> String {
-    rfc3339(SystemTime::now() + Duration::from_secs(u64::from(retention_days) * 86_400))
 }
 
 /// Other hubs whose data may be in the account's bucket: every hub not disabled, and
@@ -471,6 +386,7 @@ pub fn teardown_steps(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::retain_until;
 
     fn conn() -> Connection {
         let c = Connection::open_in_memory().unwrap();
