@@ -53,8 +53,8 @@
 //! context: sampled the same way for the daemon's rustic, exact (`wait4` rusage) for the
 //! direct one.
 //!
-//! **R2 check latency.** `hubkeeper::r2::check` (write, read back, compare, delete a
-//! small object) with `hubkeeper::r2::client`, called in this process 200 times in a
+//! **R2 check latency.** `hubkeeper::health::r2::check` (write, read back, compare, delete a
+//! small object) with `hubkeeper::health::r2::client`, called in this process 200 times in a
 //! row against the same store with the hub's own enrollment (endpoint, bucket, keys),
 //! after 5 unmeasured warm-up calls. For context, `POST /v1/check` round trips (all
 //! checks: DNS, R2, tunnel) over the socket are timed too.
@@ -64,14 +64,12 @@
 //! service, the stand-in), in cores: anything above ~0.1 means something else was
 //! running and the figures are skewed.
 
-#[path = "../tests/support/mod.rs"]
-mod support;
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use testkit as support;
 
 use anyhow::{Context as _, Result, bail};
 
-#[allow(dead_code)]
-#[path = "common/proc.rs"]
-mod procfs;
 use procfs::{clock_ticks, machine_busy_ticks};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -84,6 +82,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 use support::stack::{CONTROL_TOKEN, ControlService, Standin, managed_config};
 use support::{Daemon, get, open_tempdir, post};
+use testkit::procfs;
 
 const TARGET_RATIO: f64 = 1.02;
 /// "Unchanged": the daemon's VmRSS may move by at most this much.
@@ -148,7 +147,7 @@ fn main() {
     println!("hubkeeper backup benchmark");
     println!(
         "  binary {}\n  rustic {}\n  {} cores{}",
-        env!("CARGO_BIN_EXE_hubkeeper"),
+        testkit::BIN.display(),
         rustic_bin().display(),
         std::thread::available_parallelism().map_or(1, |n| n.get()),
         if mode.quick {
@@ -274,7 +273,7 @@ fn run(mode: &Mode, figures: &mut Figures) -> Result<()> {
     println!("\n3. R2 check latency against the loopback store (rclone behind s3-dirmarker-proxy)");
     let (r2, api) = check_latency(&stack)?;
     println!(
-        "   hubkeeper::r2::check in this process ({} calls after {} warm-up; first cold call {}): p50 {}, p99 {}, max {}; other CPU {:.2} cores",
+        "   hubkeeper::health::r2::check in this process ({} calls after {} warm-up; first cold call {}): p50 {}, p99 {}, max {}; other CPU {:.2} cores",
         r2.n,
         R2_WARMUP,
         ms(r2.first),
@@ -874,7 +873,7 @@ fn check_latency(stack: &Stack) -> Result<(Latency, Latency)> {
             .map(str::to_owned)
             .with_context(|| format!("no {k} in enrollment.json"))
     };
-    let target = hubkeeper::r2::Target {
+    let target = hubkeeper::health::r2::Target {
         endpoint: field("r2_endpoint")?,
         bucket: field("r2_bucket")?,
         access_key_id: field("r2_access_key_id")?,
@@ -888,10 +887,12 @@ fn check_latency(stack: &Stack) -> Result<(Latency, Latency)> {
         .build()?;
     settle();
     let (first, times, other) = rt.block_on(async {
-        let client = hubkeeper::r2::client(&target, hubkeeper::r2::Limits::default());
+        let client =
+            hubkeeper::health::r2::client(&target, hubkeeper::health::r2::Limits::default())
+                .map_err(|p| anyhow::anyhow!("{}: {}", p.code, p.message))?;
         let once = async || {
             let t = Instant::now();
-            hubkeeper::r2::check(&client, &target, &prefix)
+            hubkeeper::health::r2::check(&client, &target, &prefix)
                 .await
                 .map_err(|p| anyhow::anyhow!("{}: {}", p.code, p.message))?;
             anyhow::Ok(t.elapsed())

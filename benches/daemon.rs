@@ -10,8 +10,12 @@
 //! nor on a part it cannot run: that part is shown as not measured, with the reason.
 //!
 //! What the parts need:
-//! - the managed daemon: rclone, the tests' S3 stand-in (`./dev/test --no-run` installs
-//!   it into `target/tools`; `HUBKEEPER_TEST_RCLONE=/path/to/rclone` points elsewhere);
+//! - the managed daemon: the workspace's other binaries in release mode
+//!   (`cargo build --release --workspace` first: `hubkeeper-control`,
+//!   `cloudflared-standin` and `s3-dirmarker-proxy` are other packages, which
+//!   `cargo bench` does not build for this one), and rclone, the tests' S3 stand-in
+//!   (`./dev/test --no-run` installs it into `target/tools`;
+//!   `HUBKEEPER_TEST_RCLONE=/path/to/rclone` points elsewhere);
 //! - the peers: `apt-get install s6 supervisor` (Debian's packages). The bench starts
 //!   them itself, with their own config in a temporary directory, never the system's
 //!   service.
@@ -20,11 +24,12 @@
 //! 1. the size of the release binary;
 //! 2. memory 60 s after ready (5 s in a quick run) of four processes run side by side:
 //!    a. `hubkeeper run` with `enabled = false`;
-//!    b. `hubkeeper run` in managed mode, enrolled with the real control service (local
-//!       provisioner, `rclone serve s3` behind `s3-dirmarker-proxy`, the tests' DNS
-//!       server), supervising the cloudflared stand-in, health checks every 20 s so the
-//!       window holds three rounds of them, and **backups disabled** (no rustic: a
-//!       backup's memory is `benches/backup.rs`'s subject);
+//!    b. `hubkeeper run` in managed mode, enrolled with the real control service
+//!       (`hubkeeper-control`, local provisioner, `rclone serve s3` behind
+//!       `s3-dirmarker-proxy`, the tests' DNS server), supervising the cloudflared
+//!       stand-in, health checks every 20 s so the window holds three rounds of them,
+//!       and **backups disabled** (no rustic: a backup's memory is
+//!       `benches/backup.rs`'s subject);
 //!    c. `s6-supervise` supervising `sleep`;
 //!    d. `supervisord` supervising `sleep`.
 //!
@@ -38,12 +43,7 @@
 //! 3. `GET /v1/status` from 1, 16 and 64 keep-alive clients against (a), then its
 //!    memory again, and the time from SIGTERM to its exit.
 
-#[path = "../tests/support/mod.rs"]
-mod support;
-
-#[allow(dead_code)]
-#[path = "common/proc.rs"]
-mod procfs;
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use anyhow::{Context as _, Result, bail};
 use bytes::Bytes;
@@ -54,7 +54,7 @@ use hyper::{Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use procfs::{Memory, clock_ticks, machine_busy, status_field};
+
 use std::any::Any;
 use std::collections::BTreeMap;
 use std::fs;
@@ -64,9 +64,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::s3::free_port;
-use support::stack::{CONTROL_TOKEN, ControlService, STANDIN, Standin};
-use support::{BASE, BIN, Daemon, open_tempdir};
+use testkit::procfs::{Memory, clock_ticks, machine_busy, status_field};
+use testkit::s3::free_port;
+use testkit::stack::{CONTROL_TOKEN, ControlService, STANDIN, Standin};
+use testkit::{BASE, BIN, Daemon, open_tempdir};
 use tokio::net::UnixStream;
 use tokio::sync::Barrier;
 use tokio::task::JoinSet;
@@ -120,7 +121,7 @@ impl Windows {
 /// The `hubkeeper` whose daemon is measured: this build's, or `HUBKEEPER_BENCH_BIN` (to
 /// compare builds without rebuilding the bench; the control service stays this build's).
 fn daemon_bin() -> PathBuf {
-    std::env::var_os("HUBKEEPER_BENCH_BIN").map_or_else(|| PathBuf::from(BIN), PathBuf::from)
+    std::env::var_os("HUBKEEPER_BENCH_BIN").map_or_else(|| BIN.clone(), PathBuf::from)
 }
 
 fn main() -> Result<()> {
@@ -344,7 +345,7 @@ fn start_disabled() -> Result<Running, String> {
         let ready_at = notify.wait_ready(&mut d, Duration::from_secs(15))?;
         // One request, so the figures are those of a daemon that has served one (its
         // connection task and HTTP buffers exist), as any daemon the hub UI asks has.
-        let r = support::raw(
+        let r = testkit::raw(
             &d.socket,
             b"GET /v1/status HTTP/1.1\r\nHost: hubkeeper\r\n\r\n",
         )?;
@@ -369,8 +370,8 @@ fn start_disabled() -> Result<Running, String> {
 /// Starts `hubkeeper run` as [`Daemon::spawn`] does, but from a copy of the binary in
 /// `dir`, evicted from the page cache first.
 ///
-/// A copy is another file, so its pages are not shared with the other hubkeeper
-/// processes of this run (the other daemon, the control service): PSS then counts the
+/// A copy is another file, so its pages are not shared with the other daemon of this
+/// run: PSS then counts the
 /// binary's pages in full, as on a hub, where one daemon maps it. The eviction makes
 /// the start a cold one, as after a boot: the kernel maps whole page-cache folios on a
 /// fault, and their size depends on how the file got into the cache (readahead from
@@ -442,12 +443,13 @@ fn start_managed() -> Result<Running, String> {
             "{BASE}enabled = true\nmode = \"managed\"\nhub_id = \"hub-bench\"\n\
              [managed]\nurl = \"{}\"\ntoken_file = \"control-token\"\naccount_id = \"acct-bench\"\n\
              license_id = \"lic-bench\"\nrequested_subdomain = \"bench\"\n\
-             [tunnel]\ncloudflared = \"{STANDIN}\"\nmetrics = \"127.0.0.1:{}\"\n\
+             [tunnel]\ncloudflared = \"{}\"\nmetrics = \"127.0.0.1:{}\"\n\
              [health]\ninterval = \"20s\"\ndns_resolver = \"{}\"\n\
              [backup]\nenabled = false\n",
             control.url,
+            STANDIN.display(),
             free_port(),
-            support::dns::hub_test_zone().addr
+            testkit::dns::hub_test_zone().addr
         );
         let notify = NotifySocket::bind(dir.path())?;
         let path = notify
@@ -473,7 +475,7 @@ fn start_managed() -> Result<Running, String> {
         let limit = Duration::from_secs(30);
         let mut last = serde_json::Value::Null;
         loop {
-            if let Ok(r) = support::raw(
+            if let Ok(r) = testkit::raw(
                 &d.socket,
                 b"GET /v1/status HTTP/1.1\r\nHost: hubkeeper\r\n\r\n",
             ) && let Ok(v) = serde_json::from_slice::<serde_json::Value>(&r.body)

@@ -49,17 +49,13 @@
 //! by this build), and `ready` needs the DNS and R2 checks to pass. No address outside
 //! loopback is ever contacted.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use anyhow::{Context as _, Result, bail};
 
-#[allow(dead_code)]
-#[path = "common/proc.rs"]
-mod procfs;
 use procfs::{clock_ticks, machine_busy};
+use testkit::procfs;
 
-// The DNS server the tests use, for the toggle phase's health checks.
-#[allow(dead_code)]
-#[path = "../tests/support/dns.rs"]
-mod dns;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use notify::{EventKind, RecursiveMode, Watcher};
@@ -70,11 +66,14 @@ use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::LazyLock;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use testkit::dns;
 
-const HUBKEEPER: &str = env!("CARGO_BIN_EXE_hubkeeper");
-const STANDIN: &str = env!("CARGO_BIN_EXE_cloudflared-standin");
+static HUBKEEPER: LazyLock<String> = LazyLock::new(|| testkit::BIN.display().to_string());
+static STANDIN: LazyLock<String> = LazyLock::new(|| testkit::STANDIN.display().to_string());
+static CONTROL: LazyLock<String> = LazyLock::new(|| testkit::CONTROL_BIN.display().to_string());
 
 /// PyPI `supervisor`, pinned so that figures from different runs compare.
 const SUPERVISOR_VERSION: &str = "4.3.0";
@@ -143,7 +142,9 @@ fn main() -> Result<()> {
     let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     println!("hubkeeper supervision benchmark");
     println!(
-        "  hubkeeper {HUBKEEPER}\n  stand-in  {STANDIN}\n  {cores} cores, Linux {}{}",
+        "  hubkeeper {}\n  stand-in  {}\n  {cores} cores, Linux {}{}",
+        *HUBKEEPER,
+        *STANDIN,
         kernel.trim(),
         if plan.quick {
             "\n  QUICK RUN (HUBKEEPER_BENCH_QUICK=1): fewer crashes and toggles, figures are indicative only"
@@ -702,7 +703,7 @@ fn kill_leftover_standins(dir: &Path) {
             continue;
         };
         let exe = fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
-        if exe == Path::new(STANDIN) {
+        if exe == Path::new(&*STANDIN) {
             let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
         }
     }
@@ -750,7 +751,7 @@ fn reference_loop(dir: &Path, argv: &[String], crashes: usize) -> Result<Respawn
     let standin_dir = dir.join("standin");
     let log = EventLog::follow(&standin_dir)?;
     let spawn_and_wait = || -> Result<()> {
-        let status = base_command(STANDIN, Some(&standin_dir))
+        let status = base_command(STANDIN.as_str(), Some(&standin_dir))
             .args(argv)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -881,7 +882,7 @@ license_id = "lic-bench"
 requested_subdomain = "bench"
 
 [tunnel]
-cloudflared = "{STANDIN}"
+cloudflared = "{standin}"
 metrics = "127.0.0.1:{metrics}"
 {tunnel_extra}
 [health]
@@ -895,6 +896,7 @@ enabled = false
             token = self.control_token.display(),
             metrics = self.metrics_port,
             dns = self.dns,
+            standin = *STANDIN,
         )
     }
 
@@ -926,7 +928,7 @@ enabled = false
 
     fn start(&self, config: &str) -> Result<Proc> {
         fs::write(self.config_path(), config)?;
-        let mut cmd = base_command(HUBKEEPER, Some(&self.standin_dir()));
+        let mut cmd = base_command(HUBKEEPER.as_str(), Some(&self.standin_dir()));
         cmd.arg("run")
             .arg("--config")
             .arg(self.config_path())
@@ -1220,7 +1222,7 @@ fn supervisord_crashes(
     let standin_dir = dir.join("standin");
     behave(&standin_dir, CRASH_BEHAVIOR)?;
     // supervisord splits `command` shell-style; quote each word.
-    let command: Vec<String> = std::iter::once(STANDIN.to_owned())
+    let command: Vec<String> = std::iter::once(STANDIN.clone())
         .chain(argv.iter().cloned())
         .map(|w| format!("'{w}'"))
         .collect();
@@ -1341,7 +1343,7 @@ fn s6_crashes(dir: &Path, argv: &[String], crashes: usize) -> Result<Respawns> {
     // s6 runs `./run` with no arguments; the script's only job is to exec the stand-in
     // with the argv (one dash start-up, well under a millisecond, per respawn). The
     // environment is s6-supervise's own, which it passes on.
-    let words: Vec<String> = std::iter::once(STANDIN.to_owned())
+    let words: Vec<String> = std::iter::once(STANDIN.clone())
         .chain(argv.iter().cloned())
         .map(|w| format!("'{w}'"))
         .collect();
@@ -1374,7 +1376,7 @@ fn s6_crashes(dir: &Path, argv: &[String], crashes: usize) -> Result<Respawns> {
 
 /// The other side of managed mode, all on loopback: `rclone serve s3` (the store the
 /// local provisioner makes buckets on, and the health check's R2), the control
-/// service (`hubkeeper control-service`), and a DNS responder for its zone. With
+/// service (`hubkeeper-control`), and a DNS responder for its zone. With
 /// them a disable completes and re-enabling enrolls afresh, and the status can
 /// reach `ready`, which needs the DNS and R2 checks to pass.
 struct Stack {
@@ -1431,8 +1433,8 @@ secret_access_key_file = "sk"
 "#
             ),
         )?;
-        let mut cmd = base_command(HUBKEEPER, None);
-        cmd.args(["control-service", "--config"])
+        let mut cmd = base_command(CONTROL.as_str(), None);
+        cmd.arg("--config")
             .arg(dir.join("control.toml"))
             .stdout(Stdio::null())
             .stderr(File::create(dir.join("control.log"))?);

@@ -88,7 +88,7 @@ hk_start_s3() {
 # Starts the control service (dev/control.toml) on 127.0.0.1:8787; sets HK_CONTROL_PID.
 hk_start_control() {
     hk_port_free 8787 "the control service" || return 1
-    "$HK_ROOT/target/debug/hubkeeper" control-service --config "$HK_ROOT/dev/control.toml" \
+    "$HK_ROOT/target/debug/hubkeeper-control" --config "$HK_ROOT/dev/control.toml" \
         2>"$HK_STATE/control.log" &
     HK_CONTROL_PID=$!
     hk_wait_port 8787

@@ -6,8 +6,8 @@
 //! `enrollment.json` on disk always has its token beside it. Enroll is idempotent, so
 //! a crash between the two is healed by enrolling again.
 
-use crate::control::api::{EnrollResponse, RotateKeysResponse};
 use crate::secrets::{Secret, SecretsStore, StoreError, exposed};
+use hubkeeper_proto::control::{EnrollResponse, RotateKeysResponse};
 use serde::{Deserialize, Serialize};
 use std::time::SystemTime;
 
@@ -108,9 +108,7 @@ pub fn update_keys(
 }
 
 fn write_enrollment(store: &SecretsStore, e: &Enrollment) -> Result<(), StoreError> {
-    let mut json = serde_json::to_vec_pretty(e).expect("enrollment serializes");
-    json.push(b'\n');
-    store.write_if_changed(ENROLLMENT, &json).map(|_| ())
+    store.write_json_if_changed(ENROLLMENT, e).map(|_| ())
 }
 
 /// Deletes what came from Cloudflare. `rustic/password` stays: without it the
@@ -153,9 +151,7 @@ pub fn load_state(store: &SecretsStore) -> State {
 }
 
 pub fn save_state(store: &SecretsStore, state: &State) -> Result<(), StoreError> {
-    let mut json = serde_json::to_vec_pretty(state).expect("state serializes");
-    json.push(b'\n');
-    store.write_if_changed(STATE, &json).map(|_| ())
+    store.write_json_if_changed(STATE, state).map(|_| ())
 }
 
 #[cfg(test)]

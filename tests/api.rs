@@ -2,11 +2,13 @@
 //! refusal, body and header limits, malformed and slow clients, the connection bound,
 //! and who may POST (peer credentials).
 
-mod support;
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 use support::*;
+use testkit as support;
 
 fn assert_error_shape(r: &Resp, status: u16, code: &str) {
     assert_eq!(r.status, status, "{}", r.text());
@@ -217,7 +219,7 @@ fn only_root_the_daemon_user_and_the_socket_group_may_post() {
     // A member of the socket's group (gid 1 = daemon) may: it gets past the check to
     // the real answer (backups are not available: 409).
     use std::os::unix::process::CommandExt;
-    let out = std::process::Command::new(BIN)
+    let out = std::process::Command::new(&*BIN)
         .args(["backup", "--socket", sock])
         .uid(65534)
         .gid(1)

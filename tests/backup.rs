@@ -3,7 +3,8 @@
 //! retention, failures rustic does not report itself (killed, unreadable files, a hung
 //! store), one run at a time, stop on disable, overdue, missing rustic, retry backoff.
 
-mod support;
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use nix::sys::signal::Signal;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -11,6 +12,7 @@ use std::time::{Duration, SystemTime};
 use support::s3::free_port;
 use support::stack::*;
 use support::*;
+use testkit as support;
 
 /// Backups run real rustic: on a loaded two-core machine they take far longer than a
 /// status change.
@@ -476,4 +478,114 @@ fn chown_tree(p: &Path, uid: u32, except: &Path) {
             chown_tree(&e.path(), uid, except);
         }
     }
+}
+
+/// `POST /v1/rotate-keys` answers only when the rotation is done (spec §9): the rustic
+/// profile an admin uses already holds the new key, and an R2 check with the new keys
+/// has run. Health checks run hourly here, so the only check after the request is the
+/// one the rotation caused.
+#[test]
+fn rotate_keys_answers_when_the_profile_and_an_r2_check_use_the_new_keys() {
+    let cs = ControlService::start();
+    let data = tempfile::tempdir().unwrap().keep();
+    make_data(&data);
+    let cfg = managed_config(&cs.url, free_port(), "")
+        .replace("[backup]\nenabled = false\n", &backup_section(&data, ""))
+        .replace("[health]\ninterval = \"1s\"", "[health]\ninterval = \"1h\"");
+    assert!(cfg.contains("interval = \"1h\"\ndns_resolver"), "{cfg}");
+    let (d, _st) = start_managed(&cfg, "");
+    let s = d.wait_status_within(BACKUP_WAIT, "the first backup and check", |s| {
+        s["backup"]["last_snapshot_id"].is_string() && s["checks"]["r2"]["ok"] == true
+    });
+    let first_check = humantime::parse_rfc3339(s["checks"]["r2"]["at"].as_str().unwrap()).unwrap();
+    // Status times have one-second resolution: start in a later second than that check.
+    wait_for(Duration::from_secs(3), "the next second", || {
+        SystemTime::now() >= first_check + Duration::from_secs(1)
+    });
+    let asked = SystemTime::now();
+    let old_key = std::fs::read_to_string(secrets(&d).join("rustic/profile.toml")).unwrap();
+
+    let r = post(&d.socket, "/v1/rotate-keys");
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    // Checked right at the answer, with no waiting: the answer is the promise.
+    let enrollment: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(secrets(&d).join("enrollment.json")).unwrap(),
+    )
+    .unwrap();
+    let new_key = enrollment["r2_access_key_id"].as_str().unwrap();
+    let profile = std::fs::read_to_string(secrets(&d).join("rustic/profile.toml")).unwrap();
+    assert!(
+        profile.contains(new_key),
+        "profile still has the old key:\n{profile}"
+    );
+    assert_ne!(profile, old_key);
+    let body = r.json();
+    let checked = humantime::parse_rfc3339(body["checks"]["r2"]["at"].as_str().unwrap()).unwrap();
+    assert!(
+        checked + Duration::from_secs(1) > asked,
+        "the answer's R2 check ({checked:?}) is older than the request ({asked:?}): {body:#}"
+    );
+    // The admin's rustic works with the profile at once.
+    let out = admin_rustic(&d, &["snapshots", "--json"]);
+    assert!(
+        out.contains(s["backup"]["last_snapshot_id"].as_str().unwrap()),
+        "{out}"
+    );
+}
+
+/// rustic runs at `backup.nice` and with its `oom_score_adj` at 0 whatever hubkeeper's
+/// own is (children inherit it; the unit sets -500 so that under memory pressure the
+/// OOM killer takes the backup, not the tunnel). Lowering a score needs privilege this
+/// test may lack, so it moves the daemon's the other way (300): rustic must still run
+/// at 0. A stand-in rustic records what it was given.
+#[test]
+fn rustic_runs_niced_and_with_its_own_oom_score() {
+    let cs = ControlService::start();
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("record");
+    let fake = dir.path().join("rustic");
+    std::fs::write(
+        &fake,
+        format!(
+            "#!/bin/sh\necho \"$(cat /proc/self/oom_score_adj) $(cut -d' ' -f19 /proc/self/stat)\" >> {}\nexit 3\n",
+            record.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let section = format!(
+        "[backup]\nenabled = true\nrustic = \"{}\"\npaths = [\"{}\"]\ninterval = \"1h\"\nnice = 7\n",
+        fake.display(),
+        dir.path().display()
+    );
+    let cfg =
+        managed_config(&cs.url, free_port(), "").replace("[backup]\nenabled = false\n", &section);
+    let (d, _st) = start_managed(&cfg, "");
+    // For every child forked from now on, as the unit's OOMScoreAdjust= does.
+    std::fs::write(format!("/proc/{}/oom_score_adj", d.child.id()), "300").unwrap();
+    d.wait_status_within(BACKUP_WAIT, "the first (failing) run", |s| {
+        s["backup"]["state"] == "failed"
+    });
+    let runs = || {
+        std::fs::read_to_string(&record)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    let before = runs();
+    assert_eq!(post(&d.socket, "/v1/backup").status, 202);
+    wait_for(BACKUP_WAIT, "a run after the adjustment", || {
+        runs() > before
+    });
+    let text = std::fs::read_to_string(&record).unwrap();
+    assert_eq!(
+        text.lines().last().unwrap(),
+        "0 7",
+        "oom_score_adj and nice of rustic:\n{text}"
+    );
+    let daemon_adj =
+        std::fs::read_to_string(format!("/proc/{}/oom_score_adj", d.child.id())).unwrap();
+    assert_eq!(daemon_adj.trim(), "300");
 }

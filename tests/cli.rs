@@ -1,8 +1,11 @@
 //! The command line: `check-config` and `run` on every kind of bad config, exit codes
 //! (0, 78, 69, 1), and `status` without a daemon.
 
-mod support;
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
 use support::*;
+use testkit as support;
 
 fn check(config: &str) -> (i32, String, String) {
     let d = open_tempdir();
@@ -37,7 +40,7 @@ fn config_path_comes_from_the_environment_too() {
     let d = open_tempdir();
     let p = d.path().join("hk.toml");
     std::fs::write(&p, "bogus = 1\n").unwrap();
-    let out = std::process::Command::new(BIN)
+    let out = std::process::Command::new(&*BIN)
         .arg("check-config")
         .env("HUBKEEPER_CONFIG", &p)
         .output()
@@ -181,7 +184,7 @@ fn token_from_credentials_directory() {
     std::fs::write(d.path().join("control-token"), "tok").unwrap();
     let p = d.path().join("hk.toml");
     std::fs::write(&p, managed("")).unwrap();
-    let out = std::process::Command::new(BIN)
+    let out = std::process::Command::new(&*BIN)
         .args(["check-config", "--config"])
         .arg(&p)
         .env("CREDENTIALS_DIRECTORY", d.path())
@@ -238,5 +241,29 @@ fn usage_errors_exit_1_and_help_exits_0() {
     assert_eq!(code, 0);
     for verb in ["run", "status", "check-config", "rotate-keys", "backup"] {
         assert!(out.contains(verb), "{out}");
+    }
+}
+
+/// The control service's config handed to the daemon: the first line names the right
+/// program, then every unknown key follows as usual.
+#[test]
+fn the_control_services_config_names_hubkeeper_control() {
+    let example = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("crates/hubkeeper-control/control.example.toml"),
+    )
+    .unwrap();
+    for verb in ["check-config", "run"] {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("control.toml");
+        std::fs::write(&p, &example).unwrap();
+        let (code, _, err) = cli(&[verb, "--config", p.to_str().unwrap()]);
+        assert_eq!(code, 78, "{verb}: {err}");
+        let first = err.lines().next().unwrap();
+        assert!(
+            first.contains("config for the control service")
+                && first.contains("`hubkeeper-control --config PATH`"),
+            "{verb}: {err}"
+        );
+        assert!(err.contains("listen: unknown field"), "{verb}: {err}");
     }
 }

@@ -1,11 +1,13 @@
 //! The real daemon process: start-up refusals, the socket's life, signals, and config
 //! reloads by file change and SIGHUP.
 
-mod support;
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use nix::sys::signal::Signal;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::time::Duration;
 use support::*;
+use testkit as support;
 
 #[test]
 fn serves_every_pinned_status_key_and_stops_cleanly_on_sigterm() {

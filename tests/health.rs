@@ -2,12 +2,14 @@
 //! bucket, stopped and hung store) and DNS on a loopback DNS server (NXDOMAIN,
 //! timeout). The status keeps answering while a check hangs.
 
-mod support;
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use nix::sys::signal::Signal;
 use support::dns::DnsServer;
 use support::s3::free_port;
 use support::stack::*;
 use support::*;
+use testkit as support;
 
 fn error_code(s: &serde_json::Value, code: &str) -> Option<serde_json::Value> {
     s["errors"]

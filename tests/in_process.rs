@@ -1,7 +1,10 @@
 //! The daemon started in-process through the library (the mini-redis shape):
 //! `daemon::run(config, options, shutdown)` serves until the token is cancelled.
 
-use hubkeeper::{client, config, daemon};
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use hubkeeper::cli::socket_client;
+use hubkeeper::{config, daemon};
 use hyper::{Method, StatusCode};
 use tokio_util::sync::CancellationToken;
 
@@ -25,7 +28,7 @@ async fn runs_in_process_and_stops_on_cancel() {
 
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
     let (code, body) = loop {
-        match client::call(&socket, Method::GET, "/v1/status").await {
+        match socket_client::call(&socket, Method::GET, "/v1/status").await {
             Ok(r) => break r,
             Err(_) if tokio::time::Instant::now() < deadline => {
                 tokio::time::sleep(std::time::Duration::from_millis(20)).await

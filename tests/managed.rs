@@ -4,13 +4,15 @@
 //! control service is down), startup without the control service, enroll failures,
 //! rotation, and no secret anywhere it must not be.
 
-mod support;
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use nix::sys::signal::Signal;
 use std::os::unix::fs::MetadataExt;
 use std::time::Duration;
 use support::s3::free_port;
 use support::stack::*;
 use support::*;
+use testkit as support;
 
 fn ready(s: &serde_json::Value) -> bool {
     s["state"] == "ready"
@@ -189,7 +191,8 @@ fn ready_hanging_restarts_after_the_configured_failures() {
 #[test]
 fn a_missing_binary_is_an_error_with_a_hint() {
     let cs = ControlService::start();
-    let cfg = managed_config(&cs.url, free_port(), "").replace(STANDIN, "/nonexistent/cloudflared");
+    let cfg = managed_config(&cs.url, free_port(), "")
+        .replace(STANDIN.to_str().unwrap(), "/nonexistent/cloudflared");
     let (d, _st) = start_managed(&cfg, "");
     let s = d.wait_status("fatal", |s| s["tunnel"]["state"] == "fatal");
     assert_eq!(s["state"], "error");
@@ -663,7 +666,8 @@ fn a_binary_that_is_not_executable_is_an_error_with_a_hint() {
     let fake = dir.path().join("cloudflared");
     std::fs::write(&fake, "#!/bin/sh\n").unwrap();
     std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let cfg = managed_config(&cs.url, free_port(), "").replace(STANDIN, fake.to_str().unwrap());
+    let cfg = managed_config(&cs.url, free_port(), "")
+        .replace(STANDIN.to_str().unwrap(), fake.to_str().unwrap());
     let (d, _st) = start_managed(&cfg, "");
     let s = d.wait_status("fatal", |s| s["tunnel"]["state"] == "fatal");
     let e = s["errors"]

@@ -2,11 +2,13 @@
 //! daemon as NOTIFY_SOCKET: READY after the socket listens, STATUS on changes,
 //! WATCHDOG pings, RELOADING + MONOTONIC_USEC then READY on reload, STOPPING on exit.
 
-mod support;
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use nix::sys::signal::Signal;
 use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};
 use support::*;
+use testkit as support;
 
 struct Recorder {
     sock: UnixDatagram,

@@ -4,6 +4,8 @@
 //! The writer is this test binary itself, re-executed to run `crash_writer_child`
 //! with HUBKEEPER_CRASH_DIR set, so it uses the real `SecretsStore` code.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use hubkeeper::secrets::SecretsStore;
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::MetadataExt;

@@ -6,4 +6,4 @@ pub mod routes;
 pub mod server;
 
 /// The socket API's errors are the shared shape, under the name the daemon uses.
-pub use crate::http::HttpError as ApiError;
+pub use hubkeeper_base::http::HttpError as ApiError;

@@ -3,11 +3,11 @@
 
 use super::ApiError;
 use super::server::Context;
-use crate::commands::{Command, CommandRequest};
-use crate::http::body::read_body;
-use crate::http::error::{json_bytes, no_store};
+use crate::daemon::commands::{Command, CommandRequest};
 use bytes::Bytes;
 use http_body_util::Full;
+use hubkeeper_base::http::body::read_body;
+use hubkeeper_base::http::error::{json_bytes, no_store};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};

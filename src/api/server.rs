@@ -4,10 +4,10 @@
 
 use super::peer::{PostPolicy, peer_of};
 use super::routes::{ConnFacts, handle};
-use crate::commands::CommandTx;
-use crate::http::serve;
-use crate::metrics::Metrics;
+use crate::daemon::commands::CommandTx;
 use crate::status::StatusRx;
+use crate::status::metrics::Metrics;
+use hubkeeper_base::http::serve;
 use hyper::service::service_fn;
 use std::convert::Infallible;
 use std::sync::Arc;

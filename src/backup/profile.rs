@@ -6,7 +6,7 @@
 //! repository's backups cannot be restored.
 
 use crate::config::Config;
-use crate::r2::Target;
+use crate::health::r2::Target;
 use crate::secrets::{SecretsStore, StoreError};
 use base64::Engine;
 use serde::Serialize;
@@ -66,8 +66,13 @@ struct Forget {
 }
 
 /// The profile's text for this config and bucket.
-pub fn render(cfg: &Config, hub_id: &str, target: &Target, store: &SecretsStore) -> String {
-    let password = store.path(PASSWORD).expect("a fixed, valid name");
+pub fn render(
+    cfg: &Config,
+    hub_id: &str,
+    target: &Target,
+    store: &SecretsStore,
+) -> Result<String, StoreError> {
+    let password = store.file(PASSWORD);
     // Under systemd, CacheDirectory= gives rustic a writable cache outside the state.
     let cache_dir = std::env::var_os("CACHE_DIRECTORY")
         .map(|d| PathBuf::from(d).join("rustic").display().to_string());
@@ -100,7 +105,10 @@ pub fn render(cfg: &Config, hub_id: &str, target: &Target, store: &SecretsStore)
             prune: true,
         },
     };
-    toml::to_string(&profile).expect("the profile serializes")
+    toml::to_string(&profile).map_err(|e| StoreError::Encode {
+        name: PROFILE.to_owned(),
+        message: e.to_string(),
+    })
 }
 
 /// Writes the profile if it changed, and the password if there is none.
@@ -112,7 +120,7 @@ pub fn write(
     store: &SecretsStore,
 ) -> Result<PathBuf, StoreError> {
     ensure_password(store)?;
-    if store.write_if_changed(PROFILE, render(cfg, hub_id, target, store).as_bytes())? {
+    if store.write_if_changed(PROFILE, render(cfg, hub_id, target, store)?.as_bytes())? {
         tracing::info!(profile = %store.path(PROFILE)?.display(), "rustic profile written");
     }
     store.path("rustic/profile")
@@ -154,7 +162,7 @@ mod tests {
         let cfg: Config =
             toml::from_str("[backup]\npaths = [\"/var/lib/hub\", \"/etc/hub\"]\nkeep_daily = 3\n")
                 .unwrap();
-        let text = render(&cfg, "hub-1", &target(true), &store);
+        let text = render(&cfg, "hub-1", &target(true), &store).unwrap();
         let v: toml::Value = toml::from_str(&text).unwrap();
         assert_eq!(v["repository"]["repository"].as_str(), Some("opendal:s3"));
         assert!(
@@ -177,7 +185,7 @@ mod tests {
         assert_eq!(v["forget"]["keep-daily"].as_integer(), Some(3));
         assert_eq!(v["forget"]["prune"].as_bool(), Some(true));
         let vh: toml::Value =
-            toml::from_str(&render(&cfg, "hub-1", &target(false), &store)).unwrap();
+            toml::from_str(&render(&cfg, "hub-1", &target(false), &store).unwrap()).unwrap();
         assert_eq!(
             vh["repository"]["options"]["enable_virtual_host_style"].as_str(),
             Some("true")

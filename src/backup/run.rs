@@ -4,6 +4,7 @@
 //! (only a WARN line says so), so success is not read from the exit code alone: a run
 //! we stopped is a failure whatever rustic says, and WARN lines make it partial.
 
+use serde::{Deserialize, Serialize};
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -69,36 +70,65 @@ pub enum RunError {
     NoSnapshot(String),
 }
 
-impl RunError {
-    pub fn code(&self) -> &'static str {
+/// What kind of failure a run ended in: the `errors[].code` and hint it is reported
+/// under, kept as a value (also in `backup-state.json`) so the status never has to
+/// parse it back out of a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureKind {
+    RusticMissing,
+    RusticSpawnFailed,
+    BackupRetentionFailed,
+    BackupFailed,
+    BackupTimeout,
+    BackupStopped,
+}
+
+impl FailureKind {
+    pub fn code(self) -> &'static str {
         match self {
-            RunError::Missing(_) => "rustic_missing",
-            RunError::Spawn { .. } => "rustic_spawn_failed",
-            RunError::Failed { step: "forget", .. } => "backup_retention_failed",
-            RunError::Failed { .. } | RunError::NoSnapshot(_) => "backup_failed",
-            RunError::TimedOut { .. } => "backup_timeout",
-            RunError::Stopped => "backup_stopped",
+            FailureKind::RusticMissing => "rustic_missing",
+            FailureKind::RusticSpawnFailed => "rustic_spawn_failed",
+            FailureKind::BackupRetentionFailed => "backup_retention_failed",
+            FailureKind::BackupFailed => "backup_failed",
+            FailureKind::BackupTimeout => "backup_timeout",
+            FailureKind::BackupStopped => "backup_stopped",
         }
     }
 
-    pub fn hint(&self) -> &'static str {
+    pub fn hint(self) -> &'static str {
         match self {
-            RunError::Missing(_) => {
+            FailureKind::RusticMissing => {
                 "install rustic (e.g. `cargo install rustic-rs --locked`, or a release binary) or fix backup.rustic in the config"
             }
-            RunError::Spawn { .. } => "check that backup.rustic is an executable rustic binary",
-            RunError::Failed { step: "forget", .. } => {
+            FailureKind::RusticSpawnFailed => {
+                "check that backup.rustic is an executable rustic binary"
+            }
+            FailureKind::BackupRetentionFailed => {
                 "the snapshot was saved but old ones were not pruned: see rustic's lines in hubkeeper's journal"
             }
-            RunError::Failed { .. } | RunError::NoSnapshot(_) => {
+            FailureKind::BackupFailed => {
                 "see rustic's lines in hubkeeper's journal (journalctl -u hubkeeper); hubkeeper retries with backoff"
             }
-            RunError::TimedOut { .. } => {
+            FailureKind::BackupTimeout => {
                 "the backup took longer than backup.timeout: check the R2 connection and the size of backup.paths, or raise backup.timeout"
             }
-            RunError::Stopped => {
+            FailureKind::BackupStopped => {
                 "hubkeeper was stopped or disabled during the backup; the next one runs as scheduled"
             }
+        }
+    }
+}
+
+impl RunError {
+    pub fn kind(&self) -> FailureKind {
+        match self {
+            RunError::Missing(_) => FailureKind::RusticMissing,
+            RunError::Spawn { .. } => FailureKind::RusticSpawnFailed,
+            RunError::Failed { step: "forget", .. } => FailureKind::BackupRetentionFailed,
+            RunError::Failed { .. } | RunError::NoSnapshot(_) => FailureKind::BackupFailed,
+            RunError::TimedOut { .. } => FailureKind::BackupTimeout,
+            RunError::Stopped => FailureKind::BackupStopped,
         }
     }
 }
@@ -154,7 +184,7 @@ async fn step(
         .arg(&inv.profile)
         .arg("--no-progress")
         .args(args);
-    crate::process::prepare(&mut cmd);
+    crate::child::prepare(&mut cmd);
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     lower_priority(&mut cmd, inv.nice, inv.io_idle);
     let mut child = cmd.spawn().map_err(|e| match e.kind() {
@@ -165,8 +195,13 @@ async fn step(
         },
     })?;
     let pid = child.id().unwrap_or(0);
-    let mut stdout = child.stdout.take().expect("piped");
-    let stderr = child.stderr.take().expect("piped");
+    let (Some(mut stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
+        stop_child(&mut child).await;
+        return Err(RunError::Spawn {
+            path: inv.rustic.clone(),
+            reason: "its output pipes could not be set up".into(),
+        });
+    };
     let reader = tokio::spawn(async move {
         let mut buf = Vec::new();
         let _ = stdout.read_to_end(&mut buf).await;
@@ -257,12 +292,25 @@ async fn stop_child(child: &mut Child) {
 
 /// CPU niceness and the idle I/O class, best effort: the unit's syscall filter may
 /// forbid them, and a backup at normal priority beats no backup.
+/// rustic yields CPU and disk to the hub, and under memory pressure it, not the tunnel,
+/// is the one the OOM killer picks: the unit lowers hubkeeper's `oom_score_adj`
+/// (-500), which children inherit, so rustic sets its own back to 0 (raising it needs
+/// no privilege).
 fn lower_priority(cmd: &mut Command, nice: u8, io_idle: bool) {
-    // SAFETY: runs in the forked child before exec; setpriority and the ioprio_set
-    // syscall are async-signal-safe and their failures are ignored.
+    // SAFETY: runs in the forked child before exec; setpriority, the ioprio_set
+    // syscall, open, write and close are async-signal-safe, the path is a static C
+    // string, and every failure is ignored.
     unsafe {
         cmd.pre_exec(move || {
             libc::setpriority(libc::PRIO_PROCESS, 0, libc::c_int::from(nice));
+            let fd = libc::open(
+                c"/proc/self/oom_score_adj".as_ptr(),
+                libc::O_WRONLY | libc::O_CLOEXEC,
+            );
+            if fd >= 0 {
+                libc::write(fd, b"0".as_ptr().cast(), 1);
+                libc::close(fd);
+            }
             if io_idle {
                 const IOPRIO_WHO_PROCESS: libc::c_int = 1;
                 const IOPRIO_CLASS_IDLE: libc::c_int = 3;
@@ -327,13 +375,13 @@ mod tests {
     #[test]
     fn codes_and_hints() {
         let e = RunError::Missing("/usr/bin/rustic".into());
-        assert_eq!(e.code(), "rustic_missing");
-        assert!(e.hint().contains("install rustic"));
+        assert_eq!(e.kind().code(), "rustic_missing");
+        assert!(e.kind().hint().contains("install rustic"));
         let f = RunError::Failed {
             step: "forget",
             how: "exit code 1".into(),
             detail: "x".into(),
         };
-        assert_eq!(f.code(), "backup_retention_failed");
+        assert_eq!(f.kind().code(), "backup_retention_failed");
     }
 }

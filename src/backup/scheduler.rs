@@ -13,11 +13,12 @@
 //! - when backups stop being wanted (disabled, not enrolled), a running one is stopped.
 
 use super::profile;
-use super::run::{self, Invocation, RunError};
+use super::run::{self, FailureKind, Invocation, RunError};
 use crate::config::Config;
-use crate::r2::Target;
+use crate::health::r2::Target;
 use crate::secrets::SecretsStore;
 use crate::status::{BackupState, BackupStatus, Component, StatusError, rfc3339};
+use hubkeeper_base::task::join_some;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -49,6 +50,9 @@ pub struct BackupView {
     pub last_duration: Option<Duration>,
     pub last_bytes_added: Option<u64>,
     pub failures_total: u64,
+    /// The access key id the rustic profile on disk holds: a key rotation is done
+    /// when it is the new one.
+    pub profile_key_id: Option<String>,
 }
 
 /// The answer to "start a backup now".
@@ -73,7 +77,10 @@ struct Persisted {
     last_success: Option<String>,
     last_snapshot_id: Option<String>,
     last_attempt: Option<String>,
+    /// The last failure's message, and its kind (absent in files written before the
+    /// kind was recorded: those read as `backup_failed`).
     last_error: Option<String>,
+    last_error_kind: Option<FailureKind>,
     consecutive_failures: u32,
     failures_total: u64,
     last_duration_ms: Option<u64>,
@@ -99,6 +106,7 @@ impl Backups {
             persisted,
             shutdown,
             overdue: false,
+            profile_key_id: None,
         };
         (
             Backups {
@@ -138,6 +146,8 @@ struct Actor {
     persisted: Persisted,
     shutdown: CancellationToken,
     overdue: bool,
+    /// See [`BackupView::profile_key_id`].
+    profile_key_id: Option<String>,
 }
 
 struct Running {
@@ -170,13 +180,16 @@ impl Actor {
             };
 
             let invocation = match profile::write(&t.config, &t.hub_id, &t.target, &self.store) {
-                Ok(profile) => Some(Invocation {
-                    rustic: t.config.backup.rustic.clone(),
-                    profile,
-                    timeout: t.config.backup.timeout.get(),
-                    nice: t.config.backup.nice,
-                    io_idle: t.config.backup.io_idle,
-                }),
+                Ok(profile) => {
+                    self.profile_key_id = Some(t.target.access_key_id.clone());
+                    Some(Invocation {
+                        rustic: t.config.backup.rustic.clone(),
+                        profile,
+                        timeout: t.config.backup.timeout.get(),
+                        nice: t.config.backup.nice,
+                        io_idle: t.config.backup.io_idle,
+                    })
+                }
                 Err(e) => {
                     tracing::error!("cannot write the rustic profile: {e}");
                     None
@@ -211,7 +224,7 @@ impl Actor {
                 }
                 () = sleep_until_system(next), if running.is_none() && invocation.is_some() => true,
                 () = sleep_until_system(overdue_at), if !self.overdue => false,
-                result = async { (&mut running.as_mut().expect("guarded").task).await }, if running.is_some() => {
+                result = join_some(running.as_mut().map(|r| &mut r.task)), if running.is_some() => {
                     running = None;
                     self.record(result.unwrap_or(Err(RunError::Stopped)));
                     jitter = random_jitter(interval);
@@ -270,6 +283,7 @@ impl Actor {
                 p.last_success = Some(rfc3339(SystemTime::now()));
                 p.last_snapshot_id = Some(ok.snapshot.id.clone());
                 p.last_error = None;
+                p.last_error_kind = None;
                 p.consecutive_failures = 0;
                 p.last_duration_ms = Some(ok.wall.as_millis() as u64);
                 p.last_bytes_added = Some(ok.snapshot.bytes_added);
@@ -278,7 +292,8 @@ impl Actor {
             }
             Err(e) => {
                 tracing::warn!("backup failed: {e}");
-                p.last_error = Some(format!("{} ({})", e, e.code()));
+                p.last_error = Some(e.to_string());
+                p.last_error_kind = Some(e.kind());
                 p.consecutive_failures += 1;
                 p.failures_total += 1;
                 p.last_warnings = 0;
@@ -305,15 +320,16 @@ impl Actor {
                 ));
             }
             if p.consecutive_failures > 0 {
+                let kind = p.failure_kind();
                 let message = p
                     .last_error
                     .clone()
                     .unwrap_or_else(|| "the last backup failed".into());
                 errors.push(StatusError::new(
                     Component::Backup,
-                    error_code(&message),
-                    message.clone(),
-                    hint_for(&message),
+                    kind.code(),
+                    message,
+                    kind.hint(),
                 ));
             } else if p.last_warnings > 0 {
                 errors.push(StatusError::new(
@@ -351,58 +367,25 @@ impl Actor {
                 last_success: parse(&p.last_success),
                 last_snapshot_id: p.last_snapshot_id.clone(),
                 next_run: if running { None } else { next },
-                last_error: p.last_error.clone(),
+                // The message with its code, so one field tells an admin both.
+                last_error: p
+                    .last_error
+                    .as_ref()
+                    .map(|m| format!("{m} ({})", p.failure_kind().code())),
             },
             errors,
             last_duration: p.last_duration_ms.map(Duration::from_millis),
             last_bytes_added: p.last_bytes_added,
             failures_total: p.failures_total,
+            profile_key_id: self.profile_key_id.clone(),
         };
-        self.view.send_if_modified(|v| {
-            let changed = *v != view;
-            *v = view;
-            changed
-        });
+        hubkeeper_base::publish::publish(&self.view, view);
     }
 }
 
-/// The code recorded with the message (`... (code)`), for `errors[].code`.
-fn error_code(message: &str) -> &'static str {
-    for code in [
-        "rustic_missing",
-        "rustic_spawn_failed",
-        "backup_retention_failed",
-        "backup_timeout",
-        "backup_stopped",
-    ] {
-        if message.ends_with(&format!("({code})")) {
-            return code;
-        }
-    }
-    "backup_failed"
-}
-
-fn hint_for(message: &str) -> &'static str {
-    match error_code(message) {
-        "rustic_missing" => RunError::Missing(Default::default()).hint(),
-        "rustic_spawn_failed" => RunError::Spawn {
-            path: Default::default(),
-            reason: String::new(),
-        }
-        .hint(),
-        "backup_retention_failed" => RunError::Failed {
-            step: "forget",
-            how: String::new(),
-            detail: String::new(),
-        }
-        .hint(),
-        "backup_timeout" => RunError::TimedOut {
-            step: "backup",
-            timeout: Duration::ZERO,
-        }
-        .hint(),
-        "backup_stopped" => RunError::Stopped.hint(),
-        _ => RunError::NoSnapshot(String::new()).hint(),
+impl Persisted {
+    fn failure_kind(&self) -> FailureKind {
+        self.last_error_kind.unwrap_or(FailureKind::BackupFailed)
     }
 }
 
@@ -428,7 +411,5 @@ fn load(store: &SecretsStore) -> Persisted {
 }
 
 fn save(store: &SecretsStore, p: &Persisted) -> Result<(), crate::secrets::StoreError> {
-    let mut json = serde_json::to_vec_pretty(p).expect("state serializes");
-    json.push(b'\n');
-    store.write_if_changed(STATE_FILE, &json).map(|_| ())
+    store.write_json_if_changed(STATE_FILE, p).map(|_| ())
 }

@@ -2,34 +2,26 @@
 //! each with `file:line:col`: syntax and type errors (all at once, see `located.rs`),
 //! then the cross-field rules, then the secret files the chosen mode needs.
 
-use super::diagnostic::{ConfigError, Diagnostic};
-use super::located::{self, ArrayPaths, Located};
 use super::model::{Config, Mode};
+use super::plan::{Plan, PlanSecrets, plan};
 use super::validate::validate;
 use crate::secrets::{Secret, source};
+use hubkeeper_base::config::checked::ConfigText;
+use hubkeeper_base::config::located::ArrayPaths;
+use hubkeeper_base::config::{ConfigError, Diagnostic, credentials_dir_from_env, read_config_file};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
-/// A valid config together with the secrets it points at.
+/// Top-level keys only the control service's config has.
+const CONTROL_ONLY_KEYS: &[&str] = &["listen", "database", "provisioner", "zone", "token_file"];
+
+/// A valid config: the file's settings, and the plan they make (with the secrets the
+/// plan needs, read at load time so a bad secret file is a config error).
 #[derive(Debug, Clone, PartialEq)]
 pub struct LoadedConfig {
     pub path: PathBuf,
     pub config: Config,
-    pub secrets: ConfigSecrets,
-}
-
-/// Secrets named by the config, read at load time so a bad file is a config error.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct ConfigSecrets {
-    pub control_token: Option<Secret>,
-    pub cloudflare_token: Option<Secret>,
-    pub r2_access_key_id: Option<Secret>,
-    pub r2_secret_access_key: Option<Secret>,
-}
-
-/// Where to look for systemd credentials: `$CREDENTIALS_DIRECTORY`.
-pub fn credentials_dir_from_env() -> Option<PathBuf> {
-    std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from)
+    pub plan: Plan,
 }
 
 /// Loads `path`, taking credentials from `$CREDENTIALS_DIRECTORY`.
@@ -46,22 +38,6 @@ pub fn load_with(path: &Path, credentials_dir: Option<&Path>) -> Result<LoadedCo
     parse(&text, path, base, credentials_dir)
 }
 
-/// The text of a config file; `if_missing` is appended to the error when there is no
-/// such file, to say how to get one. Shared with the control service's `control.toml`.
-pub fn read_config_file(path: &Path, if_missing: &str) -> Result<String, ConfigError> {
-    std::fs::read_to_string(path).map_err(|e| {
-        let hint = if e.kind() == std::io::ErrorKind::NotFound {
-            if_missing
-        } else {
-            ""
-        };
-        ConfigError::single(
-            path.to_path_buf(),
-            format!("cannot read the config file: {e}{hint}"),
-        )
-    })
-}
-
 /// Only the `socket` key, for clients (`hubkeeper status`): they may run as a user
 /// who cannot read the secrets the full config names, and must not fail because of a
 /// problem that only the daemon cares about.
@@ -75,12 +51,11 @@ pub fn socket_only(path: &Path) -> Result<PathBuf, ConfigError> {
         path: path.to_path_buf(),
         problems: vec![Diagnostic::new(None, e.message().trim()).at(&text, e.span())],
     })?;
-    let mut cfg = Config {
-        socket: parsed.socket.unwrap_or_else(Config::default_socket),
-        ..toml::from_str("").expect("the empty config is valid")
-    };
-    resolve_paths(&mut cfg, path.parent().unwrap_or(Path::new(".")));
-    Ok(cfg.socket)
+    let mut socket = parsed.socket.unwrap_or_else(Config::default_socket);
+    if socket.is_relative() {
+        socket = path.parent().unwrap_or(Path::new(".")).join(socket);
+    }
+    Ok(socket)
 }
 
 /// Parses config text. Relative paths in it are taken relative to `base` (the
@@ -91,48 +66,27 @@ pub fn parse(
     base: &Path,
     credentials_dir: Option<&Path>,
 ) -> Result<LoadedConfig, ConfigError> {
-    let fail = |problems| ConfigError {
-        path: path.to_path_buf(),
-        problems,
+    let file = ConfigText {
+        path,
+        text,
+        arrays: ArrayPaths::Whole,
+        foreign_keys: CONTROL_ONLY_KEYS,
+        other_program: "the control service",
+        other_command: "hubkeeper-control --config PATH",
     };
-    let Located {
-        value: mut cfg,
-        mut problems,
-        spans,
-        dropped,
-    } = located::parse::<Config>(text, ArrayPaths::Whole).map_err(fail)?;
-    resolve_paths(&mut cfg, base);
-    for (key, message) in validate(&cfg) {
-        if !dropped.covers(&key) {
-            // A missing key has no place in the file; point at what required it.
-            let span = spans
-                .key_span(&key)
-                .or_else(|| spans.key_span("mode"))
-                .or_else(|| spans.key_span("enabled"));
-            problems.push(Diagnostic::new(Some(key), message).at(text, span));
-        }
-    }
-    if !problems.is_empty() {
-        problems.sort_by_key(|d| d.location.unwrap_or((usize::MAX, 0)));
-        return Err(fail(problems));
-    }
-
-    let secrets = read_secrets(&cfg, credentials_dir);
-    match secrets {
-        Ok(secrets) => Ok(LoadedConfig {
-            path: path.to_path_buf(),
-            config: cfg,
-            secrets,
-        }),
-        Err(errs) => Err(fail(
-            errs.into_iter()
-                .map(|(key, msg)| {
-                    let span = spans.key_span(&key);
-                    Diagnostic::new(Some(key), msg).at(text, span)
-                })
-                .collect(),
-        )),
-    }
+    // A missing key has no place in the file; point at what required it.
+    let checked =
+        file.check::<Config>(|c| resolve_paths(c, base), validate, &["mode", "enabled"])?;
+    let cfg = &checked.value;
+    let secrets = read_secrets(cfg, credentials_dir).map_err(|errs| checked.error(errs))?;
+    let plan = plan(cfg, secrets)
+        .map_err(|u| checked.error(vec![(u.key.to_owned(), u.message.to_owned())]))?;
+    let cfg = checked.value;
+    Ok(LoadedConfig {
+        path: path.to_path_buf(),
+        config: cfg,
+        plan,
+    })
 }
 
 /// Relative paths are relative to the config file's directory, so a dev config can
@@ -161,11 +115,8 @@ fn resolve_paths(cfg: &mut Config, base: &Path) {
 }
 
 /// Reads the secrets the chosen mode needs. Problems are (key, message).
-fn read_secrets(
-    cfg: &Config,
-    creds: Option<&Path>,
-) -> Result<ConfigSecrets, Vec<(String, String)>> {
-    let mut out = ConfigSecrets::default();
+fn read_secrets(cfg: &Config, creds: Option<&Path>) -> Result<PlanSecrets, Vec<(String, String)>> {
+    let mut out = PlanSecrets::default();
     let mut errs = Vec::new();
     let mut take = |key: &str, r: Result<Secret, source::SourceError>| match r {
         Ok(s) => Some(s),

@@ -1,14 +1,18 @@
-//! The config file: its typed model, loading with located diagnostics, and validation.
-//! `located` is the located parsing itself, shared with the control service's config.
+//! The daemon's config file: its typed model, loading with located diagnostics,
+//! validation, and the watcher that notices edits. The located parsing and the value
+//! types shared with the control service come from `hubkeeper_base::config`.
 
-pub mod diagnostic;
-pub mod duration;
 pub mod load;
-pub mod located;
 pub mod model;
+pub mod plan;
 mod validate;
+pub mod watch;
 
-pub use diagnostic::{ConfigError, Diagnostic};
-pub use duration::HumanDuration;
-pub use load::{ConfigSecrets, LoadedConfig, load, load_with};
+pub use hubkeeper_base::config::{
+    ConfigError, Diagnostic, HttpUrl, HumanDuration, LogLevel, NonEmpty, diagnostic, duration,
+    located,
+};
+pub use hubkeeper_proto::HubId;
+pub use load::{LoadedConfig, load, load_with};
 pub use model::*;
+pub use plan::{ControlService, DisabledPlan, ManagedPlan, Plan, SelfManagedPlan};

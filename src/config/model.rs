@@ -3,22 +3,25 @@
 //! Cross-field rules ("mode = managed needs [managed]") live in `validate.rs`, and
 //! secret files are read in `load.rs`; this module only says what each key is.
 
-use super::duration::HumanDuration;
+use hubkeeper_base::config::{HttpUrl, HumanDuration, LogLevel, NonEmpty};
+use hubkeeper_proto::HubId;
 use serde::{Deserialize, Deserializer};
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/hubkeeper/hubkeeper.toml";
 
+/// The file's settings. Whether and how the daemon runs (the toggle, the mode, the hub
+/// id and the mode sections) is readable only through the [`Plan`](super::Plan) they
+/// make, so no code outside `config` decides "which mode is active" on its own.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// The admin's toggle (pinned).
     #[serde(default)]
-    pub enabled: bool,
-    pub mode: Option<Mode>,
-    pub hub_id: Option<HubId>,
+    pub(super) enabled: bool,
+    pub(super) mode: Option<Mode>,
+    pub(super) hub_id: Option<HubId>,
     #[serde(default = "default_socket")]
     pub socket: PathBuf,
     #[serde(default = "default_socket_mode")]
@@ -29,8 +32,8 @@ pub struct Config {
     /// `error`, `warn`, `info`, `debug` or `trace`; `RUST_LOG` overrides it.
     #[serde(default)]
     pub log_level: LogLevel,
-    pub managed: Option<Managed>,
-    pub self_managed: Option<SelfManaged>,
+    pub(super) managed: Option<Managed>,
+    pub(super) self_managed: Option<SelfManaged>,
     #[serde(default)]
     pub tunnel: Tunnel,
     #[serde(default)]
@@ -62,42 +65,6 @@ impl Mode {
     }
 }
 
-/// A hub id: it ends up in bucket names, hostnames and repository paths, so it is
-/// restricted to what all of those accept.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HubId(String);
-
-impl HubId {
-    pub fn parse(s: &str) -> Result<Self, String> {
-        let ok_chars = s
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-        if s.is_empty() || s.len() > 40 || !ok_chars || s.starts_with('-') || s.ends_with('-') {
-            return Err(format!(
-                "invalid hub_id \"{s}\": use 1-40 lowercase letters, digits and '-', not starting or ending with '-'"
-            ));
-        }
-        Ok(Self(s.to_owned()))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for HubId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl<'de> Deserialize<'de> for HubId {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        HubId::parse(&s).map_err(serde::de::Error::custom)
-    }
-}
-
 /// A Unix permission mode written in octal as a string, e.g. `"0660"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FileMode(pub u32);
@@ -110,50 +77,6 @@ impl<'de> Deserialize<'de> for FileMode {
             Ok(m) if m <= 0o777 && !digits.is_empty() => Ok(FileMode(m)),
             _ => Err(serde::de::Error::custom(format!(
                 "invalid mode \"{s}\": expected an octal permission string like \"0660\""
-            ))),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogLevel {
-    Error,
-    Warn,
-    #[default]
-    Info,
-    Debug,
-    Trace,
-}
-
-impl LogLevel {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LogLevel::Error => "error",
-            LogLevel::Warn => "warn",
-            LogLevel::Info => "info",
-            LogLevel::Debug => "debug",
-            LogLevel::Trace => "trace",
-        }
-    }
-}
-
-/// An `http://` or `https://` URL.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HttpUrl(pub url::Url);
-
-impl<'de> Deserialize<'de> for HttpUrl {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        match url::Url::parse(&s) {
-            Ok(u) if (u.scheme() == "http" || u.scheme() == "https") && u.host().is_some() => {
-                Ok(HttpUrl(u))
-            }
-            Ok(_) => Err(serde::de::Error::custom(format!(
-                "\"{s}\" is not an http:// or https:// URL"
-            ))),
-            Err(e) => Err(serde::de::Error::custom(format!(
-                "invalid URL \"{s}\": {e}"
             ))),
         }
     }
@@ -220,7 +143,7 @@ impl Default for Tunnel {
     fn default() -> Self {
         Self {
             cloudflared: "/usr/bin/cloudflared".into(),
-            origin: HttpUrl(url::Url::parse("http://127.0.0.1:8080").expect("static URL")),
+            origin: HttpUrl::from_static("http://127.0.0.1:8080"),
             no_tls_verify: false,
             metrics: SocketAddr::from(([127, 0, 0, 1], 20241)),
             grace_period: HumanDuration::secs(30),
@@ -354,26 +277,6 @@ impl Default for Api {
     }
 }
 
-/// A string that must not be empty.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NonEmpty(pub String);
-
-impl<'de> Deserialize<'de> for NonEmpty {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        if s.trim().is_empty() {
-            return Err(serde::de::Error::custom("must not be empty"));
-        }
-        Ok(NonEmpty(s))
-    }
-}
-
-impl NonEmpty {
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
 fn default_socket() -> PathBuf {
     Config::default_socket()
 }
@@ -393,5 +296,5 @@ fn default_secrets_dir() -> PathBuf {
 }
 
 fn default_api_base() -> HttpUrl {
-    HttpUrl(url::Url::parse("https://api.cloudflare.com/client/v4").expect("static URL"))
+    HttpUrl::from_static("https://api.cloudflare.com/client/v4")
 }

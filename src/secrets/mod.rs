@@ -1,10 +1,8 @@
-//! Secrets: the redacting value type, where secret inputs come from, and the store
-//! that owns `secrets_dir`.
+//! Secrets on the hub: the store that owns `secrets_dir`, beside the redacting value
+//! type (from the wire types) and the secret sources (files, systemd credentials).
 
-mod secret;
-pub use secret::exposed;
-pub mod source;
 pub mod store;
 
-pub use secret::Secret;
+pub use hubkeeper_base::secret_source as source;
+pub use hubkeeper_proto::{Secret, exposed};
 pub use store::{SecretsStore, StoreError};

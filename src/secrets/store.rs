@@ -34,6 +34,8 @@ pub enum StoreError {
     Read { path: PathBuf, source: io::Error },
     #[error("cannot remove {}: {source}", path.display())]
     Remove { path: PathBuf, source: io::Error },
+    #[error("cannot encode {name}: {message}")]
+    Encode { name: String, message: String },
 }
 
 /// Handle on `secrets_dir`. Cheap to clone; all methods are blocking file I/O (small
@@ -77,13 +79,21 @@ impl SecretsStore {
         Ok(self.dir.join(rel_path))
     }
 
+    /// The path of one of hubkeeper's own files (a constant like `tunnel-token`), for
+    /// handing to a child process. Only for names `path()` accepts: a test checks each.
+    pub fn file(&self, name: &'static str) -> PathBuf {
+        debug_assert!(self.path(name).is_ok(), "{name} is not a store name");
+        self.dir.join(name)
+    }
+
     /// Atomically replaces `rel` with `contents` (mode 0600).
     pub fn write(&self, rel: &str, contents: &[u8]) -> Result<(), StoreError> {
         let path = self.path(rel)?;
-        let parent = path
-            .parent()
-            .expect("store paths have a parent")
-            .to_path_buf();
+        // path() accepted only plain names under the store, so both exist.
+        let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+            return Err(StoreError::BadName(rel.to_owned()));
+        };
+        let (parent, name) = (parent.to_path_buf(), name.to_string_lossy().into_owned());
         if parent != self.dir {
             ensure_private_dir(&parent)?;
         }
@@ -91,10 +101,6 @@ impl SecretsStore {
             path: path.clone(),
             source,
         };
-        let name = path
-            .file_name()
-            .expect("checked in path()")
-            .to_string_lossy();
         let tmp = parent.join(format!(
             ".{name}{TEMP_MARKER}{}-{}",
             std::process::id(),
@@ -116,6 +122,20 @@ impl SecretsStore {
             let _ = fs::remove_file(&tmp);
         }
         result.map_err(wrap)
+    }
+
+    /// Writes `value` as pretty JSON (one trailing newline) if it changed.
+    pub fn write_json_if_changed<T: serde::Serialize>(
+        &self,
+        rel: &str,
+        value: &T,
+    ) -> Result<bool, StoreError> {
+        let mut json = serde_json::to_vec_pretty(value).map_err(|e| StoreError::Encode {
+            name: rel.to_owned(),
+            message: e.to_string(),
+        })?;
+        json.push(b'\n');
+        self.write_if_changed(rel, &json)
     }
 
     /// Writes only when the content differs, so unchanged files keep their mtime and
@@ -230,6 +250,21 @@ fn ensure_private_dir(dir: &Path) -> Result<(), StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hubkeepers_own_file_names_are_store_names() {
+        let t = tempfile::tempdir().unwrap();
+        let store = SecretsStore::open(&t.path().join("s")).unwrap();
+        for name in [
+            crate::enrollment::ENROLLMENT,
+            crate::enrollment::TUNNEL_TOKEN,
+            crate::enrollment::STATE,
+            crate::backup::profile::PROFILE,
+            crate::backup::profile::PASSWORD,
+        ] {
+            assert_eq!(store.path(name).unwrap(), store.file(name), "{name}");
+        }
+    }
 
     #[test]
     fn creates_a_private_dir_and_0600_files() {

@@ -1,8 +1,8 @@
 //! A published status: the object plus its JSON, rendered once when it changes, so
 //! serving `GET /v1/status` is a memory copy that never waits on anything.
 
-use super::model::{State, Status};
 use bytes::Bytes;
+use hubkeeper_proto::status::{State, Status};
 use std::sync::Arc;
 use tokio::sync::watch;
 
@@ -17,7 +17,12 @@ pub struct Snapshot {
 
 impl Snapshot {
     pub fn new(status: Status) -> Arc<Self> {
-        let mut json = serde_json::to_vec_pretty(&status).expect("status always serializes");
+        // The status is strings, numbers and lists: encoding cannot fail, and if a future
+        // field could, the UI still gets JSON that says so.
+        let mut json = serde_json::to_vec_pretty(&status).unwrap_or_else(|_| {
+            br#"{"state":"error","errors":[{"component":"config","code":"status_unencodable","message":"the status could not be encoded","hint":"report this bug"}]}"#
+                .to_vec()
+        });
         json.push(b'\n');
         let health_json = format!("{{\"state\":\"{}\"}}\n", status.state.as_str());
         Arc::new(Self {

@@ -1,0 +1,24 @@
+//! `hubkeeper-control`: the Managed-CF control service (spec §8, §11). It holds the
+//! Cloudflare side of managed mode: hubs enroll with a shared bearer token and get a
+//! tunnel, a hostname, a bucket and bucket-scoped keys; they rotate keys and disable.
+//!
+//! `cli` is its command line and `run` starts it; `config`/`config_load` read `control.toml`; `api` serves the API;
+//! `service` and `teardown` are what the endpoints do; `store` is the `Store` trait
+//! through which they keep every enrollment (`store::sqlite` on one SQLite file);
+//! `provision` is the boundary to the provider (`local` for development and tests;
+//! Cloudflare comes later); `names` and `locks` are helpers.
+
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod config_load;
+mod locks;
+pub mod names;
+pub mod provision;
+pub mod run;
+pub mod service;
+pub mod store;
+mod teardown;
+
+pub use config::DEFAULT_CONFIG_PATH;
+pub use run::run_command;

@@ -1,0 +1,158 @@
+//! The control service API (spec §8), shared by the daemon's client and the service:
+//! requests, responses and the error body. Paths are under `/v1/managed-cloudflare/`.
+//!
+//! Requests are parsed strictly (`deny_unknown_fields`) by the service. Responses are
+//! parsed leniently by the client (a newer service may add fields), and then checked:
+//! a missing or empty field is an error naming the field, never printing a value.
+
+use crate::error::ErrorDetail;
+use crate::secret::{Secret, exposed};
+use serde::{Deserialize, Serialize};
+
+pub const ENROLL: &str = "/v1/managed-cloudflare/enroll";
+pub const STATUS: &str = "/v1/managed-cloudflare/status";
+pub const ROTATE_KEYS: &str = "/v1/managed-cloudflare/rotate-keys";
+pub const DISABLE: &str = "/v1/managed-cloudflare/disable";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollRequest {
+    pub account_id: String,
+    pub hub_id: String,
+    pub license_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_subdomain: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EnrollResponse {
+    pub tunnel_id: String,
+    #[serde(with = "exposed")]
+    pub tunnel_token: Secret,
+    pub hostname: String,
+    pub r2_endpoint: String,
+    pub r2_bucket: String,
+    pub r2_access_key_id: String,
+    #[serde(with = "exposed")]
+    pub r2_secret_access_key: Secret,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HubRequest {
+    pub hub_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RotateKeysResponse {
+    pub r2_access_key_id: String,
+    #[serde(with = "exposed")]
+    pub r2_secret_access_key: Secret,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DisableRequest {
+    pub hub_id: String,
+    pub delete_bucket: bool,
+    pub retention_days: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DisableResponse {
+    pub ok: bool,
+}
+
+/// `GET /v1/managed-cloudflare/status?hub_id=...`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceStatus {
+    pub enabled: bool,
+    pub hostname: Option<String>,
+    pub tunnel_id: Option<String>,
+    pub r2_bucket: Option<String>,
+    pub last_health_check: Option<String>,
+    pub errors: Vec<ErrorDetail>,
+}
+
+/// A response field that is missing or empty. Names the field only.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the control service's answer has no {0}")]
+pub struct MissingField(pub &'static str);
+
+/// Checks that every field a response must carry is present and non-empty.
+pub trait Validate {
+    fn validate(&self) -> Result<(), MissingField>;
+}
+
+fn need(name: &'static str, v: &str) -> Result<(), MissingField> {
+    if v.trim().is_empty() {
+        Err(MissingField(name))
+    } else {
+        Ok(())
+    }
+}
+
+impl Validate for EnrollResponse {
+    fn validate(&self) -> Result<(), MissingField> {
+        need("tunnel_id", &self.tunnel_id)?;
+        need("tunnel_token", self.tunnel_token.expose())?;
+        need("hostname", &self.hostname)?;
+        need("r2_endpoint", &self.r2_endpoint)?;
+        need("r2_bucket", &self.r2_bucket)?;
+        need("r2_access_key_id", &self.r2_access_key_id)?;
+        need("r2_secret_access_key", self.r2_secret_access_key.expose())
+    }
+}
+
+impl Validate for RotateKeysResponse {
+    fn validate(&self) -> Result<(), MissingField> {
+        need("r2_access_key_id", &self.r2_access_key_id)?;
+        need("r2_secret_access_key", self.r2_secret_access_key.expose())
+    }
+}
+
+impl Validate for DisableResponse {
+    fn validate(&self) -> Result<(), MissingField> {
+        if self.ok {
+            Ok(())
+        } else {
+            Err(MissingField("ok = true"))
+        }
+    }
+}
+
+impl Validate for ServiceStatus {
+    fn validate(&self) -> Result<(), MissingField> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enroll_response_round_trips_and_validates() {
+        let json = r#"{"tunnel_id":"t","tunnel_token":"tok","hostname":"h","r2_endpoint":"http://e",
+            "r2_bucket":"b","r2_access_key_id":"k","r2_secret_access_key":"s","extra":1}"#;
+        let r: EnrollResponse = serde_json::from_str(json).unwrap();
+        assert!(r.validate().is_ok());
+        assert!(
+            !format!("{r:?}").contains("tok\""),
+            "Debug must redact the token"
+        );
+        let mut r2 = r.clone();
+        r2.hostname = " ".into();
+        assert_eq!(r2.validate(), Err(MissingField("hostname")));
+        let back = serde_json::to_value(&r).unwrap();
+        assert_eq!(back["tunnel_token"], "tok");
+    }
+
+    #[test]
+    fn requests_refuse_unknown_fields() {
+        assert!(serde_json::from_str::<HubRequest>(r#"{"hub_id":"h","x":1}"#).is_err());
+        let e: EnrollRequest =
+            serde_json::from_str(r#"{"account_id":"a","hub_id":"h","license_id":"l"}"#).unwrap();
+        assert_eq!(e.requested_subdomain, None);
+    }
+}

@@ -1,0 +1,537 @@
+//! Managed mode (spec §9): one task owns enrolling, keeping cloudflared running from
+//! the stored enrollment, disabling, and rotating keys. It follows the latest config
+//! (a `watch` channel in) and publishes what it knows (a `watch` channel out).
+//!
+//! - **Enable**: enroll → `enrollment.json` + `tunnel-token` → cloudflared. An
+//!   enrollment already on disk starts cloudflared at once: the control service being
+//!   down or slow must never keep the tunnel from running.
+//! - **Disable**: stop cloudflared at once, persist a pending disable, call `disable`
+//!   (retried with backoff, across restarts), and only after it succeeded delete the
+//!   Cloudflare secrets (keeping `rustic/password`).
+//! - **Rotate keys**: call `rotate-keys`, rewrite `enrollment.json` atomically; on
+//!   failure the old keys stay in force.
+
+use crate::config::duration::to_go_duration;
+use crate::config::{Config, ControlService, DisabledPlan, LoadedConfig, ManagedPlan, Plan};
+use crate::enrollment::{self, PendingDisable, Stored};
+use crate::modes::control_client::{ControlClient, ControlError, RetryPolicy};
+use crate::secrets::SecretsStore;
+use crate::status::{Component, StatusError, rfc3339};
+use crate::tunnel::supervisor::{Supervisor, TunnelSpec};
+use hubkeeper_base::backoff::{Backoff, jitter};
+use hubkeeper_proto::control::{DisableRequest, EnrollRequest};
+use std::hash::{Hash, Hasher};
+use std::os::unix::fs::MetadataExt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// Retry delays for enroll and disable: quick at first, then at most every 5 minutes.
+/// These loops make single attempts, so that every failure shows in the status at once.
+const RETRY_INITIAL: Duration = Duration::from_millis(500);
+const RETRY_MAX: Duration = Duration::from_secs(300);
+
+/// What the rest of the daemon needs to know of the enrollment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EnrollmentInfo {
+    pub hostname: String,
+    pub tunnel_id: String,
+    pub r2_bucket: String,
+    /// The bucket and its keys (the secret key is a redacting `Secret`).
+    pub r2: crate::health::r2::Target,
+    /// When the keys were last changed by this process (enroll, rotation): R2 can take
+    /// up to a minute to accept new keys. `None` for keys found on disk at start.
+    pub keys_since: Option<SystemTime>,
+    pub enrolled_at: Option<SystemTime>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ManagedView {
+    pub enrollment: Option<EnrollmentInfo>,
+    /// Enroll or control-service problems (components `enroll`, `control`).
+    pub errors: Vec<StatusError>,
+    /// The last disable, kept across restarts.
+    pub note: Option<String>,
+    /// True while enroll is being tried for the first time (no answer yet).
+    pub enrolling: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RotateError {
+    #[error("hubkeeper is not enrolled in managed mode: there are no keys to rotate")]
+    NotEnrolled,
+    #[error(transparent)]
+    Control(#[from] ControlError),
+    #[error("the new keys could not be stored: {0}")]
+    Store(String),
+}
+
+/// Answers a rotation with the new access key id.
+pub type RotateReply = oneshot::Sender<Result<String, RotateError>>;
+
+/// The way in: cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Managed {
+    config: watch::Sender<Arc<LoadedConfig>>,
+    rotate: mpsc::Sender<RotateReply>,
+}
+
+impl Managed {
+    /// Starts the engine with the config in force.
+    pub fn start(
+        config: Arc<LoadedConfig>,
+        store: SecretsStore,
+        supervisor: Supervisor,
+        shutdown: CancellationToken,
+    ) -> (Managed, watch::Receiver<ManagedView>, JoinHandle<()>) {
+        let (cfg_tx, cfg_rx) = watch::channel(config);
+        let (rot_tx, rot_rx) = mpsc::channel(4);
+        let state = enrollment::load_state(&store);
+        let (view_tx, view_rx) = watch::channel(ManagedView {
+            note: state.note.clone(),
+            ..ManagedView::default()
+        });
+        let engine = Engine {
+            cfg: cfg_rx,
+            rotate: rot_rx,
+            view: view_tx,
+            store,
+            supervisor,
+            state,
+            shutdown,
+        };
+        let handle = tokio::spawn(engine.run());
+        (
+            Managed {
+                config: cfg_tx,
+                rotate: rot_tx,
+            },
+            view_rx,
+            handle,
+        )
+    }
+
+    /// Hands the engine a new config in force.
+    pub fn reconfigure(&self, config: Arc<LoadedConfig>) {
+        let _ = self.config.send(config);
+    }
+
+    /// Asks for a key rotation; the answer arrives on `reply`.
+    pub fn rotate_keys(&self, reply: RotateReply) {
+        if let Err(mpsc::error::TrySendError::Full(r) | mpsc::error::TrySendError::Closed(r)) =
+            self.rotate.try_send(reply)
+        {
+            let _ = r.send(Err(RotateError::Control(ControlError::RateLimited {
+                retry_after: None,
+            })));
+        }
+    }
+}
+
+struct Engine {
+    cfg: watch::Receiver<Arc<LoadedConfig>>,
+    rotate: mpsc::Receiver<RotateReply>,
+    view: watch::Sender<ManagedView>,
+    store: SecretsStore,
+    supervisor: Supervisor,
+    state: enrollment::State,
+    shutdown: CancellationToken,
+}
+
+/// Why an activity ended.
+enum Next {
+    /// The config changed: decide again.
+    Reconsider,
+    Shutdown,
+}
+
+impl Engine {
+    async fn run(mut self) {
+        loop {
+            let cfg = self.cfg.borrow_and_update().clone();
+            let next = match &cfg.plan {
+                Plan::Managed(plan) => self.serve(&cfg.config, plan).await,
+                Plan::Disabled(plan) => self.off(plan).await,
+                // Another mode's engine owns the tunnel then.
+                Plan::SelfManaged(_) => {
+                    self.supervisor.stop().await;
+                    self.publish(|v| {
+                        v.enrollment = None;
+                        v.enrolling = false;
+                    });
+                    self.idle().await
+                }
+            };
+            if let Next::Shutdown = next {
+                self.supervisor.stop().await;
+                return;
+            }
+        }
+    }
+
+    /// Enabled in managed mode: make sure there is an enrollment and cloudflared runs.
+    async fn serve(&mut self, cfg: &Config, plan: &ManagedPlan) -> Next {
+        if self.state.disable_pending.take().is_some() {
+            // Enabled again before the control service heard of the disable: the
+            // enrollment is still valid, so carry on with it.
+            tracing::info!("enabled again: the pending disable is dropped");
+            self.save_state();
+        }
+        let client = match client_for(&plan.control) {
+            Ok(c) => c,
+            Err(e) => return self.cannot_reach(Component::Enroll, e).await,
+        };
+        let stored = match enrollment::load(&self.store) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("{e}");
+                None
+            }
+        };
+        let (mut stored, keys_since) = match stored {
+            Some(s) => (s, None),
+            None => match self.enroll(plan, &client).await {
+                Ok(s) => (s, Some(SystemTime::now())),
+                Err(next) => return next,
+            },
+        };
+        self.publish(|v| {
+            v.enrollment = Some(info(cfg, &stored, keys_since));
+            v.enrolling = false;
+            v.errors.clear();
+        });
+        self.supervisor
+            .run(tunnel_spec(cfg, &self.store, &stored))
+            .await;
+
+        loop {
+            tokio::select! {
+                () = self.shutdown.cancelled() => return Next::Shutdown,
+                r = self.cfg.changed() => {
+                    if r.is_err() { return Next::Shutdown; }
+                    return Next::Reconsider;
+                }
+                Some(reply) = self.rotate.recv() => {
+                    let result = self.rotate_keys(plan, &client, &stored).await;
+                    if let Ok(next) = &result {
+                        stored = next.clone();
+                        let updated = info(cfg, &stored, Some(SystemTime::now()));
+                        self.publish(|v| v.enrollment = Some(updated));
+                    }
+                    let _ = reply.send(result.map(|s| s.enrollment.r2_access_key_id));
+                }
+            }
+        }
+    }
+
+    /// Tries to enroll until it works, the config changes, or the daemon stops.
+    async fn enroll(&mut self, plan: &ManagedPlan, client: &ControlClient) -> Result<Stored, Next> {
+        let req = EnrollRequest {
+            account_id: plan.account_id.clone(),
+            hub_id: plan.hub_id.as_str().to_owned(),
+            license_id: plan.license_id.clone(),
+            requested_subdomain: plan.requested_subdomain.clone(),
+        };
+        let client = client.clone().with_retry(RetryPolicy::once());
+        let mut backoff = Backoff::new(RETRY_INITIAL, RETRY_MAX);
+        self.publish(|v| {
+            v.enrollment = None;
+            v.enrolling = v.errors.is_empty();
+        });
+        loop {
+            let mut failure = None;
+            tracing::info!(url = %plan.control.url, hub_id = %req.hub_id, "enrolling with the control service");
+            let attempt = tokio::select! {
+                r = client.enroll(&req) => r,
+                next = self.interrupted() => return Err(next),
+            };
+            match attempt {
+                Ok(resp) => match enrollment::save(&self.store, &resp, SystemTime::now()) {
+                    Ok(stored) => {
+                        tracing::info!(hostname = %stored.enrollment.hostname, tunnel_id = %stored.enrollment.tunnel_id, "enrolled");
+                        return Ok(stored);
+                    }
+                    Err(e) => {
+                        tracing::error!("enrolled, but the enrollment could not be stored: {e}");
+                        self.set_error(StatusError::new(
+                            Component::Enroll,
+                            "enrollment_not_stored",
+                            format!("enrolled, but the enrollment could not be stored: {e}"),
+                            "check that secrets_dir is writable by hubkeeper and the disk is not full",
+                        ));
+                    }
+                },
+                Err(e) => {
+                    tracing::warn!("enroll failed: {e}");
+                    self.set_error(StatusError::new(
+                        Component::Enroll,
+                        e.code(),
+                        format!("enroll failed: {e}"),
+                        e.hint(),
+                    ));
+                    failure = Some(e);
+                }
+            }
+            let delay = retry_delay(&mut backoff, failure.as_ref());
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                next = self.interrupted() => return Err(next),
+            }
+        }
+    }
+
+    async fn rotate_keys(
+        &mut self,
+        plan: &ManagedPlan,
+        client: &ControlClient,
+        stored: &Stored,
+    ) -> Result<Stored, RotateError> {
+        let hub_id = plan.hub_id.as_str();
+        tracing::info!(hub_id, "rotating R2 keys");
+        let keys = client.rotate_keys(hub_id).await.inspect_err(|e| {
+            tracing::warn!("key rotation failed, the old keys stay in force: {e}");
+        })?;
+        let next = enrollment::update_keys(&self.store, stored, &keys)
+            .map_err(|e| RotateError::Store(e.to_string()))?;
+        tracing::info!(access_key_id = %next.enrollment.r2_access_key_id, "R2 keys rotated");
+        Ok(next)
+    }
+
+    /// Disabled: cloudflared stops at once, and an enrolled hub is disabled at the
+    /// control service.
+    async fn off(&mut self, plan: &DisabledPlan) -> Next {
+        self.supervisor.stop().await;
+        let enrolled = matches!(enrollment::load(&self.store), Ok(Some(_)));
+        if enrolled || self.state.disable_pending.is_some() {
+            let Some(control) = &plan.control else {
+                self.set_error(StatusError::new(
+                    Component::Control,
+                    "disable_blocked",
+                    "cannot tell the control service about the disable: the config no longer names it",
+                    "keep mode = \"managed\" and the [managed] section (with its token) in the config until the disable is done",
+                ));
+                return self.idle().await;
+            };
+            // Whatever ended the disable (done, or a config change it consumed, such as
+            // enabling again) is for run() to act on.
+            return self.disable(plan, control).await;
+        }
+        self.publish(|v| {
+            v.enrollment = None;
+            v.enrolling = false;
+        });
+        self.idle().await
+    }
+
+    async fn disable(&mut self, plan: &DisabledPlan, control: &ControlService) -> Next {
+        let pending = match self.state.disable_pending.clone() {
+            Some(p) => p,
+            None => {
+                let Some(hub_id) = plan.hub_id.as_ref().map(|h| h.as_str().to_owned()) else {
+                    self.set_error(StatusError::new(
+                        Component::Control,
+                        "disable_blocked",
+                        "cannot tell the control service about the disable: hub_id is missing from the config",
+                        "put hub_id back in the config (the same id this hub enrolled with)",
+                    ));
+                    return self.idle().await;
+                };
+                let p = PendingDisable {
+                    hub_id,
+                    delete_bucket: plan.delete_bucket,
+                    retention_days: plan.retention_days,
+                    since: rfc3339(SystemTime::now()),
+                };
+                // Persisted before the call: a restart in between resumes it.
+                self.state.disable_pending = Some(p.clone());
+                self.save_state();
+                p
+            }
+        };
+        let client = match client_for(control) {
+            Ok(c) => c,
+            Err(e) => return self.cannot_reach(Component::Control, e).await,
+        };
+        let req = DisableRequest {
+            hub_id: pending.hub_id.clone(),
+            delete_bucket: pending.delete_bucket,
+            retention_days: pending.retention_days,
+        };
+        let client = client.with_retry(RetryPolicy::once());
+        let mut backoff = Backoff::new(RETRY_INITIAL, RETRY_MAX);
+        loop {
+            self.publish(|v| {
+                v.note = Some(format!(
+                    "disable pending since {}: telling the control service",
+                    pending.since
+                ))
+            });
+            let attempt = tokio::select! {
+                r = client.disable(&req) => r,
+                next = self.interrupted() => return next,
+            };
+            let failure = match attempt {
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!("disable not confirmed yet: {e}");
+                    let note = format!("disable pending since {}: {e}; retrying", pending.since);
+                    self.set_error(StatusError::new(
+                        Component::Control,
+                        "disable_pending",
+                        format!("the control service has not confirmed the disable: {e}"),
+                        "the tunnel is stopped; hubkeeper retries with backoff (also after a restart) and then deletes the Cloudflare secrets",
+                    ));
+                    self.publish(|v| v.note = Some(note));
+                    e
+                }
+            };
+            let delay = retry_delay(&mut backoff, Some(&failure));
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                next = self.interrupted() => return next,
+            }
+        }
+        if let Err(e) = enrollment::remove_cloudflare_secrets(&self.store) {
+            tracing::error!("the disable succeeded, but the secrets could not be deleted: {e}");
+        }
+        let bucket = if pending.delete_bucket {
+            "bucket deleted".to_owned()
+        } else {
+            format!("bucket kept for {} days", pending.retention_days)
+        };
+        let note = format!("disabled {}; {bucket}", rfc3339(SystemTime::now()));
+        tracing::info!("{note}");
+        self.state = enrollment::State {
+            note: Some(note.clone()),
+            disable_pending: None,
+        };
+        self.save_state();
+        self.publish(|v| {
+            v.note = Some(note);
+            v.errors.clear();
+        });
+        Next::Reconsider
+    }
+
+    /// Nothing to do until the config changes. Rotation requests are refused.
+    async fn idle(&mut self) -> Next {
+        loop {
+            tokio::select! {
+                () = self.shutdown.cancelled() => return Next::Shutdown,
+                r = self.cfg.changed() => return if r.is_err() { Next::Shutdown } else { Next::Reconsider },
+                Some(reply) = self.rotate.recv() => { let _ = reply.send(Err(RotateError::NotEnrolled)); }
+            }
+        }
+    }
+
+    /// Resolves when a long activity must give way: a new config or shutdown.
+    /// Rotation requests meanwhile are answered "not enrolled".
+    async fn interrupted(&mut self) -> Next {
+        loop {
+            tokio::select! {
+                () = self.shutdown.cancelled() => return Next::Shutdown,
+                r = self.cfg.changed() => return if r.is_err() { Next::Shutdown } else { Next::Reconsider },
+                Some(reply) = self.rotate.recv() => { let _ = reply.send(Err(RotateError::NotEnrolled)); }
+            }
+        }
+    }
+
+    /// No client for the control service: say why, and wait for a new config.
+    async fn cannot_reach(&mut self, component: Component, e: ControlError) -> Next {
+        tracing::error!("{e}");
+        self.set_error(StatusError::new(
+            component,
+            e.code(),
+            e.to_string(),
+            e.hint(),
+        ));
+        self.idle().await
+    }
+
+    fn set_error(&self, e: StatusError) {
+        self.publish(|v| {
+            v.enrolling = false;
+            v.errors = vec![e];
+        });
+    }
+
+    fn save_state(&self) {
+        if let Err(e) = enrollment::save_state(&self.store, &self.state) {
+            tracing::error!("cannot save hubkeeper's state: {e}");
+        }
+    }
+
+    fn publish(&self, f: impl FnOnce(&mut ManagedView)) {
+        hubkeeper_base::publish::update(&self.view, f);
+    }
+}
+
+/// How long to wait after a failed attempt: what the service asked for, if it did
+/// (`Retry-After`), else the next jittered backoff step.
+fn retry_delay(backoff: &mut Backoff, failure: Option<&ControlError>) -> Duration {
+    failure
+        .and_then(ControlError::retry_after)
+        .unwrap_or_else(|| jitter(backoff.next_delay()))
+}
+
+fn client_for(control: &ControlService) -> Result<ControlClient, ControlError> {
+    Ok(
+        ControlClient::new(control.url.clone(), &control.token, RetryPolicy::default())?
+            .with_timeout(control.request_timeout),
+    )
+}
+
+fn info(cfg: &Config, s: &Stored, keys_since: Option<SystemTime>) -> EnrollmentInfo {
+    let e = &s.enrollment;
+    EnrollmentInfo {
+        hostname: e.hostname.clone(),
+        tunnel_id: e.tunnel_id.clone(),
+        r2_bucket: e.r2_bucket.clone(),
+        r2: crate::health::r2::Target {
+            endpoint: e.r2_endpoint.clone(),
+            bucket: e.r2_bucket.clone(),
+            access_key_id: e.r2_access_key_id.clone(),
+            secret_access_key: e.r2_secret_access_key.clone(),
+            path_style: cfg.r2.force_path_style,
+        },
+        keys_since,
+        enrolled_at: humantime::parse_rfc3339(&e.enrolled_at).ok(),
+    }
+}
+
+/// The pinned managed-mode invocation (spec §5).
+pub fn tunnel_spec(cfg: &Config, store: &SecretsStore, stored: &Stored) -> TunnelSpec {
+    let t = &cfg.tunnel;
+    let token_file = store.file(enrollment::TUNNEL_TOKEN);
+    let args = vec![
+        "tunnel".to_owned(),
+        "--no-autoupdate".to_owned(),
+        "--metrics".to_owned(),
+        t.metrics.to_string(),
+        "--grace-period".to_owned(),
+        to_go_duration(t.grace_period.get()),
+        "run".to_owned(),
+        "--token-file".to_owned(),
+        token_file.display().to_string(),
+    ];
+    // What cloudflared reads at start: if any of it changes, it must restart.
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    stored.tunnel_token.expose().hash(&mut h);
+    if let Ok(m) = std::fs::metadata(&t.cloudflared) {
+        (m.dev(), m.ino(), m.mtime(), m.mtime_nsec(), m.size()).hash(&mut h);
+    }
+    TunnelSpec {
+        program: t.cloudflared.clone(),
+        args,
+        metrics: t.metrics,
+        grace: t.grace_period.get(),
+        ready_timeout: t.ready_timeout.get(),
+        probe_interval: cfg.health.interval.get(),
+        failures_to_restart: t.restart_after_failed_probes,
+        backoff_initial: t.backoff_initial.get(),
+        backoff_max: t.backoff_max.get(),
+        inputs: h.finish(),
+    }
+}
