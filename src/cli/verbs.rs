@@ -12,8 +12,11 @@ use std::path::{Path, PathBuf};
 pub fn run(path: &Path) -> Result<(), ExitError> {
     let loaded = config::load(path).map_err(|e| ExitError::from(&e))?;
     let logs = logging::init(loaded.config.log_level);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread: the daemon waits on sockets, timers and children, and a second
+    // worker costs more memory than it saves time (its stack, and a malloc arena of its
+    // own: managed mode -0.5 MiB anon, benches/daemon.rs). Blocking work must therefore
+    // stay off this thread (`spawn_blocking`), or it stalls the status API with it.
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| ExitError::new(exit::FAILURE, format!("cannot start the runtime: {e}")))?;
