@@ -10,7 +10,6 @@ use hyper::{Method, StatusCode};
 use std::path::{Path, PathBuf};
 
 pub fn run(path: &Path) -> Result<(), ExitError> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let loaded = config::load(path).map_err(|e| ExitError::from(&e))?;
     let logs = logging::init(loaded.config.log_level);
     // One thread: the daemon waits on sockets, timers and children, and a second
