@@ -552,7 +552,7 @@ fn start_hub(stack: &Stack, hub_id: &str, backup_extra: &str) -> Result<Daemon> 
         ("[backup]\nenabled = false\n", backup),
     ] {
         if !cfg.contains(from) {
-            bail!("tests/support/stack.rs's managed_config changed: no {from:?} in it");
+            bail!("testkit::stack's managed_config changed: no {from:?} in it");
         }
         cfg = cfg.replace(from, &to);
     }
