@@ -4,15 +4,18 @@
 //! (`target/tools/bin/rustic`), the real control service, and the tests' R2 stand-in
 //! (`rclone serve s3` behind `s3-dirmarker-proxy`, all on loopback).
 //!
-//! Run with `cargo bench --bench backup` (about ten minutes on two cores: 1 GiB backed
-//! up six times), or with `HUBKEEPER_BENCH_QUICK=1` for a smoke run of about a minute
-//! (about 100 MiB, one run each) whose figures are indicative only. Like the other
-//! benchmarks it prints figures next to their targets and never fails on a missed
-//! target: timings depend on the machine. It always exits 0; a part that could not be
-//! measured is shown as such in the final table.
+//! Build the workspace's release binaries first (`cargo build --release --workspace
+//! --bins`: for a bench, cargo builds only this package's own, and this one also runs
+//! the control service, the stand-in and the proxy), then run `cargo bench --bench
+//! backup` (about ten minutes on two cores: 1 GiB backed up six times), or with
+//! `HUBKEEPER_BENCH_QUICK=1` for a smoke run of about a minute (about 100 MiB, one run
+//! each) whose figures are indicative only. Like the other benchmarks it prints figures
+//! next to their targets and never fails on a missed target: timings depend on the
+//! machine. It always exits 0; a part that could not be measured is shown as such in
+//! the final table.
 //!
-//! The stack is set up exactly as `tests/backup.rs` does it (this file includes
-//! `tests/support`): a control service with its local provisioner and its own S3 store,
+//! The stack is set up exactly as `tests/backup.rs` does it (both use
+//! `testkit::stack`): a control service with its local provisioner and its own S3 store,
 //! a DNS server on loopback for the DNS check, and `hubkeeper run` in managed mode with
 //! the cloudflared stand-in.
 //!
@@ -549,7 +552,7 @@ fn start_hub(stack: &Stack, hub_id: &str, backup_extra: &str) -> Result<Daemon> 
         ("[backup]\nenabled = false\n", backup),
     ] {
         if !cfg.contains(from) {
-            bail!("tests/support/stack.rs's managed_config changed: no {from:?} in it");
+            bail!("testkit::stack's managed_config changed: no {from:?} in it");
         }
         cfg = cfg.replace(from, &to);
     }

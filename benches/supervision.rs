@@ -6,14 +6,17 @@
 //! with the same argv and environment: supervisord (PyPI `supervisor`) and
 //! s6-supervise (Debian `s6`).
 //!
-//! Run with `cargo bench --bench supervision` (about 4 minutes, most of it s6's
-//! one-second restart pauses), or with `HUBKEEPER_BENCH_QUICK=1` for a smoke run of
-//! about a minute whose figures are indicative only (`HUBKEEPER_BENCH_KEEP=1` keeps the
-//! logs and event files). It installs what it compares with if missing: supervisor
-//! (pinned) into the tool venv `target/tools/venv`, and Debian's s6 with apt-get when
-//! run as root (skipped otherwise). The toggle phase needs the rclone that ./dev/test
-//! installs. Like the `daemon` benchmark it prints figures next to their targets and
-//! never fails on a missed target: timings depend on the machine.
+//! Build the workspace's release binaries first (`cargo build --release --workspace
+//! --bins`: for a bench, cargo builds only this package's own, and this one also runs
+//! the stand-in and the control service), then run `cargo bench --bench supervision`
+//! (about 4 minutes, most of it s6's one-second restart pauses), or with
+//! `HUBKEEPER_BENCH_QUICK=1` for a smoke run of about a minute whose figures are
+//! indicative only (`HUBKEEPER_BENCH_KEEP=1` keeps the logs and event files). It
+//! installs what it compares with if missing: supervisor (pinned) into the tool venv
+//! `target/tools/venv`, and Debian's s6 with apt-get when run as root (skipped
+//! otherwise). The toggle phase needs the rclone that ./dev/test installs. Like the
+//! `daemon` benchmark it prints figures next to their targets and never fails on a
+//! missed target: timings depend on the machine.
 //!
 //! **How respawn latency is measured.** Told `exit_after = 0s`, the stand-in appends
 //! `start ... t_ms=` to `$CLOUDFLARED_STANDIN_DIR/events.log` first thing in `main` and
@@ -43,11 +46,11 @@
 //! seeded with a stored enrollment (`enrollment.json` + `tunnel-token`), from which
 //! managed mode starts cloudflared at once, and `managed.url` and the DNS resolver
 //! point at a closed loopback port. The toggle phase runs the other side of managed
-//! mode for real (`rclone serve s3` as ./dev/test installs it, `hubkeeper
-//! control-service`, a DNS responder for its zone): a disable must complete for
-//! re-enabling to work (re-enabling while a disable is still pending is not picked up
-//! by this build), and `ready` needs the DNS and R2 checks to pass. No address outside
-//! loopback is ever contacted.
+//! mode for real (`rclone serve s3` as ./dev/test installs it, `hubkeeper-control`, a
+//! DNS responder for its zone): each disable is left to complete before re-enabling, so
+//! that every enable enrolls afresh (re-enabling while a disable is still pending
+//! resumes the old enrollment instead), and `ready` needs the DNS and R2 checks to
+//! pass. No address outside loopback is ever contacted.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -1520,8 +1523,7 @@ fn toggle_phase(dir: &Path, toggles: usize) -> Result<Toggles> {
         // Re-enabled only once this disable has completed at the control service: the
         // enrollment is gone (no hostname) and the note says "disabled <time>". The
         // next enable then enrolls afresh. (Re-enabling while the disable is still
-        // being told to the control service is lost by this build: the daemon stays
-        // stopped.)
+        // being told to the control service would resume the old enrollment instead.)
         wait_status(&socket, ready, "a completed disable", |s| {
             s["state"] == "disabled"
                 && s["hostname"].is_null()

@@ -1,4 +1,4 @@
-//! Spawning the children hubkeeper supervises (cloudflared, later rustic) the same
+//! Spawning the children hubkeeper runs (cloudflared and rustic) the same
 //! careful way: no systemd notify variables, their own process group, killed when
 //! the daemon dies, and their output forwarded line by line to our log.
 

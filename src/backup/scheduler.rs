@@ -19,6 +19,7 @@ use crate::health::r2::Target;
 use crate::secrets::SecretsStore;
 use crate::status::{BackupState, BackupStatus, Component, StatusError, rfc3339};
 use hubkeeper_base::task::join_some;
+use hubkeeper_proto::time::parse_rfc3339;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -247,8 +248,7 @@ impl Actor {
     /// When the next backup is due.
     fn next_run(&self, interval: Duration, jitter: Duration) -> SystemTime {
         let p = &self.persisted;
-        let parse =
-            |s: &Option<String>| s.as_deref().and_then(|t| humantime::parse_rfc3339(t).ok());
+        let parse = |s: &Option<String>| s.as_deref().and_then(parse_rfc3339);
         if p.consecutive_failures > 0 {
             let shift = p.consecutive_failures.saturating_sub(1).min(16);
             let delay = (RETRY_INITIAL * 2u32.pow(shift))
@@ -269,7 +269,7 @@ impl Actor {
             .persisted
             .last_success
             .as_deref()
-            .and_then(|s| humantime::parse_rfc3339(s).ok());
+            .and_then(parse_rfc3339);
         match last {
             Some(s) => s + interval * 2,
             None => t.enrolled_at.unwrap_or_else(SystemTime::now) + interval,
@@ -306,8 +306,7 @@ impl Actor {
 
     fn publish(&self, next: Option<SystemTime>, running: bool, blocked: Option<&str>) {
         let p = &self.persisted;
-        let parse =
-            |s: &Option<String>| s.as_deref().and_then(|t| humantime::parse_rfc3339(t).ok());
+        let parse = |s: &Option<String>| s.as_deref().and_then(parse_rfc3339);
         let wanted = next.is_some() || running || blocked.is_some();
         let mut errors = Vec::new();
         if wanted {

@@ -36,6 +36,10 @@ use tokio_util::sync::CancellationToken;
 /// steps, and one read should see them all.
 const RELOAD_DEBOUNCE: Duration = Duration::from_millis(100);
 
+/// When start-up's code pages are given back: after READY, the first enroll and the
+/// first checks, so that what stays resident is what the running daemon uses.
+const RELEASE_STARTUP_PAGES_AFTER: Duration = Duration::from_secs(20);
+
 /// How long a rotation's answer waits for the profile and an R2 check with the new
 /// keys: the check's own timeouts fit well inside it.
 const ROTATION_SETTLE: Duration = Duration::from_secs(90);
@@ -131,6 +135,19 @@ pub async fn run(
         "hubkeeper started: {summary}"
     );
     systemd::ready(&summary);
+    // Once start-up is over (the first enroll, health checks and probes included), its
+    // code pages are given back; see hubkeeper_base::memory.
+    let release = engines.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            () = tokio::time::sleep(RELEASE_STARTUP_PAGES_AFTER) => {}
+            () = release.cancelled() => return,
+        }
+        let n = tokio::task::spawn_blocking(hubkeeper_base::memory::release_startup_pages)
+            .await
+            .unwrap_or(0);
+        tracing::debug!(mappings = n, "start-up pages released");
+    });
 
     let mut reload_at: Option<Instant> = None;
     let mut watchdog = systemd::watchdog_interval().map(|every| {

@@ -20,6 +20,7 @@ use crate::status::{Component, StatusError, rfc3339};
 use crate::tunnel::supervisor::{Supervisor, TunnelSpec};
 use hubkeeper_base::backoff::{Backoff, jitter};
 use hubkeeper_proto::control::{DisableRequest, EnrollRequest};
+use hubkeeper_proto::time::parse_rfc3339;
 use std::hash::{Hash, Hasher};
 use std::os::unix::fs::MetadataExt;
 use std::sync::Arc;
@@ -497,7 +498,7 @@ fn info(cfg: &Config, s: &Stored, keys_since: Option<SystemTime>) -> EnrollmentI
             path_style: cfg.r2.force_path_style,
         },
         keys_since,
-        enrolled_at: humantime::parse_rfc3339(&e.enrolled_at).ok(),
+        enrolled_at: parse_rfc3339(&e.enrolled_at),
     }
 }
 

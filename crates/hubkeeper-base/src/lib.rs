@@ -8,6 +8,7 @@ pub mod config;
 pub mod exit;
 pub mod http;
 pub mod logging;
+pub mod memory;
 pub mod publish;
 pub mod secret_source;
 pub mod systemd;

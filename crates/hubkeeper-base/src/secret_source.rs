@@ -16,12 +16,27 @@ pub enum SourceError {
         where_: String,
     },
     #[error(
-        "cannot read {}: {source}; make it readable by the user hubkeeper runs as",
-        path.display()
+        "cannot read {}: {source}; make it readable by the user {} runs as",
+        path.display(),
+        program()
     )]
     Unreadable { path: PathBuf, source: io::Error },
     #[error("{} is empty: put the secret in it", path.display())]
     Empty { path: PathBuf },
+}
+
+/// This program's name ("hubkeeper", "hubkeeper-control"), for messages that tell an
+/// admin whose access to fix.
+fn program() -> String {
+    std::env::args_os()
+        .next()
+        .as_deref()
+        .map(Path::new)
+        .and_then(Path::file_name)
+        .map_or_else(
+            || "this program".into(),
+            |n| n.to_string_lossy().into_owned(),
+        )
 }
 
 /// Reads the secret from `file` if given, else from the credential `credential` in

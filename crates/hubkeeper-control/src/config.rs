@@ -6,7 +6,9 @@ use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-pub const DEFAULT_CONFIG_PATH: &str = "/etc/hubkeeper/control.toml";
+/// Where the hubkeeper-control package installs it: its own directory, readable by its
+/// own group (`/etc/hubkeeper` belongs to the daemon's package and group).
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/hubkeeper-control/control.toml";
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -305,8 +305,10 @@ mod tests {
         ] {
             write(d.path(), f, "x\n");
         }
-        let text = include_str!("../control.example.toml")
-            .replace("/etc/hubkeeper/", &format!("{}/", d.path().display()));
+        let text = include_str!("../control.example.toml").replace(
+            "/etc/hubkeeper-control/",
+            &format!("{}/", d.path().display()),
+        );
         let example = run(d.path(), &text).unwrap_or_else(|e| panic!("{e}"));
         let defaulted_keys = [
             "listen =",

@@ -237,3 +237,26 @@ pub fn now() -> String {
 pub fn retain_until(retention_days: u32) -> String {
     rfc3339(SystemTime::now() + Duration::from_secs(u64::from(retention_days) * 86_400))
 }
+
+/// Requests and answers the store's tests (each backend's) share.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use super::{Begin, HubRow, NewEnrollment};
+
+    pub fn req(hub: &str, account: &str, sub: &str) -> NewEnrollment {
+        NewEnrollment {
+            hub_id: hub.into(),
+            account_id: account.into(),
+            license_id: "lic".into(),
+            subdomain: sub.into(),
+            zone: "example.com".into(),
+        }
+    }
+
+    pub fn go(b: Begin) -> HubRow {
+        match b {
+            Begin::Go(r) => *r,
+            other => panic!("{other:?}"),
+        }
+    }
+}

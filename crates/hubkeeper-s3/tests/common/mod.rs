@@ -3,7 +3,7 @@
 
 #![allow(dead_code)]
 
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -11,29 +11,8 @@ use std::time::{Duration, Instant};
 pub const KEY_ID: &str = "hk-test-key-id";
 pub const SECRET: &str = "hk-test-secret-0123456789abcdef";
 
-/// The rclone that the workspace's test setup installs, or `HUBKEEPER_TEST_RCLONE`.
-pub fn rclone() -> PathBuf {
-    let path = std::env::var_os("HUBKEEPER_TEST_RCLONE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/tools/venv/bin/rclone")
-        });
-    assert!(
-        path.exists(),
-        "rclone not found at {} (set HUBKEEPER_TEST_RCLONE)",
-        path.display()
-    );
-    path
-}
-
-/// A loopback port that was free a moment ago.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+// Where rclone is and how to pick a port: the same as every other test of the workspace.
+pub use testkit::s3::{free_port, rclone};
 
 pub struct Rclone {
     child: Child,

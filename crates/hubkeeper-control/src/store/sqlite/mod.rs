@@ -199,6 +199,7 @@ impl Store for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::test_support::{go, req};
     use crate::store::{HubState, retain_until};
     use hubkeeper_proto::Secret;
 
@@ -207,23 +208,6 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let s = SqliteStore::open(&d.path().join("control.db")).unwrap();
         (d, s)
-    }
-
-    fn req(hub: &str, account: &str, sub: &str) -> NewEnrollment {
-        NewEnrollment {
-            hub_id: hub.into(),
-            account_id: account.into(),
-            license_id: "lic".into(),
-            subdomain: sub.into(),
-            zone: "example.com".into(),
-        }
-    }
-
-    fn go(b: Begin) -> HubRow {
-        match b {
-            Begin::Go(r) => *r,
-            other => panic!("{other:?}"),
-        }
     }
 
     fn tunnel(id: &str) -> Tunnel {

@@ -387,28 +387,12 @@ pub fn teardown_steps(
 mod tests {
     use super::*;
     use crate::store::retain_until;
+    use crate::store::test_support::{go, req};
 
     fn conn() -> Connection {
         let c = Connection::open_in_memory().unwrap();
         c.execute_batch(MIGRATIONS[0]).unwrap();
         c
-    }
-
-    fn req(hub: &str, account: &str, sub: &str) -> NewEnrollment {
-        NewEnrollment {
-            hub_id: hub.into(),
-            account_id: account.into(),
-            license_id: "lic".into(),
-            subdomain: sub.into(),
-            zone: "example.com".into(),
-        }
-    }
-
-    fn go(b: Begin) -> HubRow {
-        match b {
-            Begin::Go(r) => *r,
-            other => panic!("{other:?}"),
-        }
     }
 
     #[test]
