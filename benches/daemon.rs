@@ -4,7 +4,8 @@
 //!
 //! Run with `cargo bench --bench daemon` (about two minutes), or with
 //! `HUBKEEPER_BENCH_QUICK=1` for a smoke run of about half a minute whose figures mean
-//! little. To compare builds: `HUBKEEPER_BENCH_BIN=/path/to/hubkeeper` measures that
+//! little (its 5 s window ends before the daemon gives back start-up's code pages, 20 s
+//! after READY). To compare builds: `HUBKEEPER_BENCH_BIN=/path/to/hubkeeper` measures that
 //! binary's daemon instead of this build's, `HUBKEEPER_BENCH_MEMORY_ONLY=1` skips the
 //! load part. It prints figures next to their targets and never fails on a missed target,
 //! nor on a part it cannot run: that part is shown as not measured, with the reason.
@@ -25,11 +26,11 @@
 //! 2. memory 60 s after ready (5 s in a quick run) of four processes run side by side:
 //!    a. `hubkeeper run` with `enabled = false`;
 //!    b. `hubkeeper run` in managed mode, enrolled with the real control service
-//!       (`hubkeeper-control`, local provisioner, `rclone serve s3` behind
-//!       `s3-dirmarker-proxy`, the tests' DNS server), supervising the cloudflared
-//!       stand-in, health checks every 20 s so the window holds three rounds of them,
-//!       and **backups disabled** (no rustic: a backup's memory is
-//!       `benches/backup.rs`'s subject);
+//!    (`hubkeeper-control`, local provisioner, `rclone serve s3` behind
+//!    `s3-dirmarker-proxy`, the tests' DNS server), supervising the cloudflared
+//!    stand-in, health checks every 20 s so the window holds three rounds of them, and
+//!    **backups disabled** (no rustic: a backup's memory is `benches/backup.rs`'s
+//!    subject);
 //!    c. `s6-supervise` supervising `sleep`;
 //!    d. `supervisord` supervising `sleep`.
 //!
@@ -739,8 +740,8 @@ fn observe(subjects: &mut [Subject], w: &Windows) {
 fn print_memory_table(binary_size: u64, subjects: &[Subject]) {
     println!("\nmemory, each process alone (not its child), after its idle window:");
     println!(
-        "  {:<28} {:>10} {:>10} {:>10} {:>10} {:>8}  {}",
-        "process", "VmRSS", "RssAnon", "RssFile", "PSS", "threads", "target (VmRSS)"
+        "  {:<34} {:>10} {:>10} {:>10} {:>10} {:>8}  target (VmRSS)",
+        "process", "VmRSS", "RssAnon", "RssFile", "PSS", "threads"
     );
     for s in subjects {
         let name = match &s.state {
@@ -752,7 +753,7 @@ fn print_memory_table(binary_size: u64, subjects: &[Subject]) {
             None => "peer".into(),
         };
         match &s.state {
-            Err(e) => println!("  {name:<28} {e}"),
+            Err(e) => println!("  {name:<34} {e}"),
             Ok(r) => match &r.memory {
                 Some(Ok(m)) => {
                     let verdict = match s.target_kib {
@@ -761,7 +762,7 @@ fn print_memory_table(binary_size: u64, subjects: &[Subject]) {
                         None => "",
                     };
                     println!(
-                        "  {name:<28} {:>10} {:>10} {:>10} {:>10} {:>8}  {target}{verdict}",
+                        "  {name:<34} {:>10} {:>10} {:>10} {:>10} {:>8}  {target}{verdict}",
                         kib(m.vm_rss),
                         kib(m.rss_anon),
                         kib(m.rss_file),
@@ -769,13 +770,13 @@ fn print_memory_table(binary_size: u64, subjects: &[Subject]) {
                         m.threads
                     );
                 }
-                Some(Err(e)) => println!("  {name:<28} not measured: {e}"),
-                None => println!("  {name:<28} not measured"),
+                Some(Err(e)) => println!("  {name:<34} not measured: {e}"),
+                None => println!("  {name:<34} not measured"),
             },
         }
     }
     println!(
-        "  {:<28} {:>10}",
+        "  {:<34} {:>10}",
         "hubkeeper binary size",
         bytes(binary_size)
     );
