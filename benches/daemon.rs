@@ -236,6 +236,24 @@ struct Running {
     notes: Vec<String>,
 }
 
+impl Running {
+    /// A process just started and ready, before any reading.
+    fn new(pid: i32, ready_at: Instant, keep: Box<dyn Any>) -> Self {
+        Running {
+            pid,
+            detail: String::new(),
+            ready_at,
+            count_wakeups: false,
+            keep: Some(keep),
+            switches_before: None,
+            memory: None,
+            wakeups_per_sec: None,
+            wakeup_lines: Vec::new(),
+            notes: Vec::new(),
+        }
+    }
+}
+
 impl Subject {
     fn start(
         name: &str,
@@ -354,16 +372,8 @@ fn start_disabled() -> Result<Running, String> {
             bail!("GET /v1/status answered {}", r.status);
         }
         Ok(Running {
-            pid: d.child.id() as i32,
-            detail: String::new(),
-            ready_at,
             count_wakeups: true,
-            keep: Some(Box::new(d)),
-            switches_before: None,
-            memory: None,
-            wakeups_per_sec: None,
-            wakeup_lines: Vec::new(),
-            notes: Vec::new(),
+            ..Running::new(d.child.id() as i32, ready_at, Box::new(d))
         })
     })
 }
@@ -500,20 +510,14 @@ fn start_managed() -> Result<Running, String> {
             last["tunnel"]["pid"]
         );
         let pid = d.child.id() as i32;
+        let stack = ManagedStack {
+            _daemon: d,
+            _control: control,
+        };
         Ok(Running {
-            pid,
-            detail: String::new(),
-            ready_at,
             count_wakeups: true,
-            keep: Some(Box::new(ManagedStack {
-                _daemon: d,
-                _control: control,
-            })),
-            switches_before: None,
-            memory: None,
-            wakeups_per_sec: None,
-            wakeup_lines: Vec::new(),
             notes: vec![note],
+            ..Running::new(pid, ready_at, Box::new(stack))
         })
     })
 }
@@ -597,16 +601,8 @@ fn start_s6() -> Result<Running, String> {
             std::thread::sleep(Duration::from_millis(20));
         };
         Ok(Running {
-            pid,
             detail: debian_version("s6"),
-            ready_at,
-            count_wakeups: false,
-            keep: Some(Box::new(peer)),
-            switches_before: None,
-            memory: None,
-            wakeups_per_sec: None,
-            wakeup_lines: Vec::new(),
-            notes: Vec::new(),
+            ..Running::new(pid, ready_at, Box::new(peer))
         })
     })
 }
@@ -668,16 +664,8 @@ fn start_supervisord() -> Result<Running, String> {
             .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
             .unwrap_or_default();
         Ok(Running {
-            pid,
             detail: version,
-            ready_at,
-            count_wakeups: false,
-            keep: Some(Box::new(peer)),
-            switches_before: None,
-            memory: None,
-            wakeups_per_sec: None,
-            wakeup_lines: Vec::new(),
-            notes: Vec::new(),
+            ..Running::new(pid, ready_at, Box::new(peer))
         })
     })
 }
