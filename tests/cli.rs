@@ -267,3 +267,24 @@ fn the_control_services_config_names_hubkeeper_control() {
         assert!(err.contains("listen: unknown field"), "{verb}: {err}");
     }
 }
+
+/// Durations past a year and a metrics port 0 are refused at load (issue 8): before, a
+/// `backup.interval` of 10000y passed and the daemon panicked after its first backup,
+/// and port 0 left the tunnel never ready.
+#[test]
+fn absurd_durations_and_metrics_port_0_are_config_errors() {
+    let (code, _, err) = check(
+        "[backup]\ninterval = \"10000y\"\n[tunnel]\nready_timeout = \"300000000000y\"\nmetrics = \"127.0.0.1:0\"\n",
+    );
+    assert_eq!(code, 78, "{err}");
+    assert!(
+        err.contains(":2:12: backup.interval:") && err.contains("at most 366d"),
+        "{err}"
+    );
+    assert!(err.contains("tunnel.ready_timeout:"), "{err}");
+    assert!(
+        err.contains("tunnel.metrics: port 0 lets cloudflared pick any port")
+            && err.contains("127.0.0.1:20241"),
+        "{err}"
+    );
+}

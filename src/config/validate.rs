@@ -89,6 +89,15 @@ pub fn validate(cfg: &Config) -> Vec<(String, String)> {
             ),
         );
     }
+    if t.metrics.port() == 0 {
+        bad(
+            "tunnel.metrics",
+            format!(
+                "port 0 lets cloudflared pick any port, and hubkeeper could not probe it: use a fixed one, like {}:20241",
+                t.metrics.ip()
+            ),
+        );
+    }
     if t.ready_timeout.get().is_zero() {
         bad("tunnel.ready_timeout", "must be longer than 0s".into());
     }

@@ -40,10 +40,21 @@ pub fn parse(s: &str) -> Result<Duration, String> {
             "\"{trimmed}\" has no unit: write e.g. \"{trimmed}s\" for seconds or \"{trimmed}m\" for minutes"
         ));
     }
-    humantime::parse_duration(trimmed).map_err(|e| {
+    let d = humantime::parse_duration(trimmed).map_err(|e| {
         format!("invalid duration \"{trimmed}\" ({e}): expected a number with a unit, like \"200ms\", \"30s\", \"5m\" or \"24h\"")
-    })
+    })?;
+    if d > MAX {
+        return Err(format!(
+            "\"{trimmed}\" is longer than any setting allows (at most 366d): use a shorter duration"
+        ));
+    }
+    Ok(d)
 }
+
+/// No setting of either program needs more than a year; the cap keeps every deadline
+/// and schedule computed from a duration (an `Instant` plus it, twice a backup
+/// interval) far from overflowing.
+pub const MAX: Duration = Duration::from_secs(366 * 24 * 3600);
 
 impl<'de> Deserialize<'de> for HumanDuration {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -85,6 +96,18 @@ pub fn to_go_duration(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_past_a_year_are_refused_before_anything_computes_with_them() {
+        assert_eq!(parse("366d").unwrap(), MAX);
+        for huge in ["367d", "10000y", "300000000000y"] {
+            let e = parse(huge).unwrap_err();
+            assert!(
+                e.contains("at most 366d") || e.contains("invalid duration"),
+                "{huge}: {e}"
+            );
+        }
+    }
 
     #[test]
     fn accepts_the_documented_forms() {
