@@ -9,7 +9,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::io::AsyncReadExt;
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -248,10 +248,9 @@ async fn step(
 
 /// Forwards rustic's stderr to our log; counts WARN lines and keeps the last lines.
 async fn watch_stderr(stderr: tokio::process::ChildStderr, pid: u32) -> (usize, Vec<String>) {
-    let mut lines = BufReader::new(stderr).lines();
     let mut warnings = 0;
     let mut last = std::collections::VecDeque::new();
-    while let Ok(Some(line)) = lines.next_line().await {
+    crate::child::for_each_line(stderr, |line| {
         if line.contains("[WARN]") {
             // rustic skips a source file it cannot read with exactly this message and
             // carries on (exit 0); other warnings (a repository not initialised yet,
@@ -267,9 +266,10 @@ async fn watch_stderr(stderr: tokio::process::ChildStderr, pid: u32) -> (usize, 
             if last.len() == KEEP_LINES {
                 last.pop_front();
             }
-            last.push_back(line);
+            last.push_back(line.to_owned());
         }
-    }
+    })
+    .await;
     (warnings, last.into_iter().collect())
 }
 
