@@ -309,6 +309,15 @@ impl NotifySocket {
         Ok(Self { sock, path })
     }
 
+    /// `NOTIFY_SOCKET=` for the process under test.
+    fn env_value(&self) -> Result<String> {
+        Ok(self
+            .path
+            .to_str()
+            .context("temp path is not UTF-8")?
+            .to_owned())
+    }
+
     /// Waits for READY=1, failing early with the daemon's log if it exits first.
     fn wait_ready(self, d: &mut Daemon, limit: Duration) -> Result<Instant> {
         let deadline = Instant::now() + limit;
@@ -354,11 +363,7 @@ fn start_disabled() -> Result<Running, String> {
     attempt(|| {
         let dir = open_tempdir();
         let notify = NotifySocket::bind(dir.path())?;
-        let path = notify
-            .path
-            .to_str()
-            .context("temp path is not UTF-8")?
-            .to_owned();
+        let path = notify.env_value()?;
         // `enabled` defaults to false: the packaged config's state.
         let mut d = spawn_own_copy(dir, BASE, &[("NOTIFY_SOCKET", path.as_str())])?;
         let ready_at = notify.wait_ready(&mut d, Duration::from_secs(15))?;
@@ -463,11 +468,7 @@ fn start_managed() -> Result<Running, String> {
             testkit::dns::hub_test_zone().addr
         );
         let notify = NotifySocket::bind(dir.path())?;
-        let path = notify
-            .path
-            .to_str()
-            .context("temp path is not UTF-8")?
-            .to_owned();
+        let path = notify.env_value()?;
         let sdir = standin_dir
             .to_str()
             .context("temp path is not UTF-8")?

@@ -1,4 +1,4 @@
-//! The cloudflared stand-in (`src/bin/cloudflared-standin`) must behave like cloudflared
+//! The cloudflared stand-in (`crates/cloudflared-standin`) must behave like cloudflared
 //! wherever hubkeeper depends on it, because hubkeeper's own tests trust it. Each test
 //! runs the real binary in a temp dir with a free loopback port and waits on conditions
 //! with deadlines.

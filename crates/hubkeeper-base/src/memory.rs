@@ -88,8 +88,8 @@ mod tests {
 
     #[test]
     fn releasing_keeps_the_process_working() {
-        let before = std::fs::read_to_string("/proc/self/status").unwrap();
-        assert!(release_startup_pages() > 0 || !before.contains("VmRSS"));
+        // Every kernel this project runs on has MADV_PAGEOUT (Linux 5.4+).
+        assert!(release_startup_pages() > 0);
         // Code and read-only data fault back in: this still runs and formats.
         assert_eq!(format!("{:?}", vec![1, 2]), "[1, 2]");
     }

@@ -27,7 +27,7 @@ pub fn read_config_file(path: &Path, if_missing: &str) -> Result<String, ConfigE
 /// The top-level keys of `text` that are among `foreign`: keys only the other
 /// binary's config has. A config handed to the wrong program is then named as such,
 /// before its unknown keys are listed one by one.
-pub fn foreign_keys<'a>(text: &str, foreign: &[&'a str]) -> Vec<&'a str> {
+fn foreign_keys<'a>(text: &str, foreign: &[&'a str]) -> Vec<&'a str> {
     let Ok(table) = text.parse::<toml::Table>() else {
         return Vec::new();
     };
