@@ -16,7 +16,7 @@ pub const TUNNEL_TOKEN: &str = "tunnel-token";
 pub const RUSTIC_PROFILE: &str = "rustic/profile.toml";
 pub const STATE: &str = "state.json";
 
-/// `enrollment.json` (pinned keys).
+/// `enrollment.json` (pinned keys, plus whom it was made for).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Enrollment {
     pub tunnel_id: String,
@@ -27,6 +27,19 @@ pub struct Enrollment {
     #[serde(with = "exposed")]
     pub r2_secret_access_key: Secret,
     pub enrolled_at: String,
+    /// Absent in files written before hubkeeper recorded it: such an enrollment is taken
+    /// to be for the hub the config names.
+    #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
+    pub made_for: Option<MadeFor>,
+}
+
+/// Whom an enrollment belongs to: a config naming someone else must not use it, and a
+/// disable must be sent for this hub, not for whatever the config says now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MadeFor {
+    pub hub_id: String,
+    pub account_id: String,
+    pub control_url: String,
 }
 
 /// An enrollment with its tunnel token.
@@ -71,10 +84,11 @@ pub fn load(store: &SecretsStore) -> Result<Option<Stored>, EnrollmentError> {
     }))
 }
 
-/// Stores what enroll returned.
+/// Stores what enroll returned, and for whom.
 pub fn save(
     store: &SecretsStore,
     r: &EnrollResponse,
+    made_for: MadeFor,
     now: SystemTime,
 ) -> Result<Stored, StoreError> {
     let stored = Stored {
@@ -86,6 +100,7 @@ pub fn save(
             r2_access_key_id: r.r2_access_key_id.clone(),
             r2_secret_access_key: r.r2_secret_access_key.clone(),
             enrolled_at: crate::status::rfc3339(now),
+            made_for: Some(made_for),
         },
         tunnel_token: r.tunnel_token.clone(),
     };
@@ -170,12 +185,20 @@ mod tests {
         }
     }
 
+    fn made_for() -> MadeFor {
+        MadeFor {
+            hub_id: "hub-1".into(),
+            account_id: "acct-1".into(),
+            control_url: "http://127.0.0.1:1/".into(),
+        }
+    }
+
     #[test]
     fn save_load_rotate_remove() {
         let t = tempfile::tempdir().unwrap();
         let store = SecretsStore::open(&t.path().join("s")).unwrap();
         assert!(load(&store).unwrap().is_none());
-        let saved = save(&store, &response(), SystemTime::UNIX_EPOCH).unwrap();
+        let saved = save(&store, &response(), made_for(), SystemTime::UNIX_EPOCH).unwrap();
         let json: serde_json::Value =
             serde_json::from_slice(&store.read(ENROLLMENT).unwrap().unwrap()).unwrap();
         let mut keys: Vec<_> = json.as_object().unwrap().keys().cloned().collect();
@@ -183,8 +206,11 @@ mod tests {
         assert_eq!(
             keys,
             [
+                "account_id",
+                "control_url",
                 "enrolled_at",
                 "hostname",
+                "hub_id",
                 "r2_access_key_id",
                 "r2_bucket",
                 "r2_endpoint",
@@ -219,9 +245,23 @@ mod tests {
     fn enrollment_without_token_is_damaged() {
         let t = tempfile::tempdir().unwrap();
         let store = SecretsStore::open(&t.path().join("s")).unwrap();
-        save(&store, &response(), SystemTime::now()).unwrap();
+        save(&store, &response(), made_for(), SystemTime::now()).unwrap();
         store.remove(TUNNEL_TOKEN).unwrap();
         assert!(matches!(load(&store), Err(EnrollmentError::Damaged { .. })));
+    }
+
+    #[test]
+    fn an_enrollment_from_before_made_for_still_loads() {
+        let t = tempfile::tempdir().unwrap();
+        let store = SecretsStore::open(&t.path().join("s")).unwrap();
+        store
+            .write(
+                ENROLLMENT,
+                br#"{"tunnel_id":"t","hostname":"h","r2_endpoint":"e","r2_bucket":"b","r2_access_key_id":"a","r2_secret_access_key":"s","enrolled_at":"1970-01-01T00:00:00Z"}"#,
+            )
+            .unwrap();
+        store.write(TUNNEL_TOKEN, b"tok").unwrap();
+        assert_eq!(load(&store).unwrap().unwrap().enrollment.made_for, None);
     }
 
     #[test]

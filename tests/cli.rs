@@ -288,3 +288,15 @@ fn absurd_durations_and_metrics_port_0_are_config_errors() {
         "{err}"
     );
 }
+
+#[test]
+fn a_retention_past_ten_years_is_a_config_error() {
+    let (code, _, err) = check("[disable]\nretention_days = 4294967295\n");
+    assert_eq!(code, 78, "{err}");
+    assert!(
+        err.contains(":2:1: disable.retention_days:") && err.contains("at most 3650"),
+        "{err}"
+    );
+    let (code, _, err) = check("[disable]\nretention_days = 3650\n");
+    assert_eq!(code, 0, "{err}");
+}

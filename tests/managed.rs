@@ -699,3 +699,156 @@ fn enabling_again_while_the_disable_is_pending_resumes_the_tunnel() {
     assert_eq!(st.of("start").len(), 2);
     assert!(secrets(&d).join("enrollment.json").exists());
 }
+
+/// Replaces `key = …` (its first occurrence) in the daemon's config file.
+fn set_key(d: &Daemon, key: &str, value: &str) {
+    let text = std::fs::read_to_string(&d.config).unwrap();
+    let prefix = format!("{key} = ");
+    let mut done = false;
+    let lines: Vec<String> = text
+        .lines()
+        .map(|l| {
+            if !done && l.starts_with(&prefix) {
+                done = true;
+                format!("{key} = {value}")
+            } else {
+                l.to_owned()
+            }
+        })
+        .collect();
+    assert!(done, "no {key} in the config");
+    save_like_an_editor(&d.config, &(lines.join("\n") + "\n"));
+}
+
+#[test]
+fn a_disable_that_cannot_delete_its_secrets_backs_off_and_says_so() {
+    let (srv, d) = scripted(vec![
+        Answer::Json(200, enroll_json()),
+        Answer::Json(200, r#"{"ok":true}"#.into()),
+    ]);
+    d.wait_status("enrolled", tunnel_up_with_r2_unreachable);
+    // The config file lives beside secrets_dir, not in it: only the secrets freeze.
+    let ro = fault::ReadOnly::make(&secrets(&d));
+    disabled(&d);
+    let s = d.wait_status("the cleanup failure reported", |s| {
+        s["errors"].to_string().contains("disable_cleanup_failed")
+    });
+    assert_eq!(s["errors"][0]["component"], "control");
+    assert!(
+        s["errors"][0]["hint"]
+            .as_str()
+            .unwrap()
+            .contains("make secrets_dir writable"),
+        "{s}"
+    );
+    // The deletion is retried with backoff, and the service is not asked again.
+    wait_for(Duration::from_secs(30), "three deletion attempts", || {
+        d.log()
+            .matches("the Cloudflare secrets could not be deleted")
+            .count()
+            >= 3
+    });
+    assert_eq!(srv.count("/disable"), 1, "{:?}", srv.requests);
+    ro.undo();
+    let s = d.wait_status("disabled once writable again", |s| {
+        s["note"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("disabled "))
+            && s["errors"] == serde_json::json!([])
+    });
+    assert_eq!(s["state"], "disabled");
+    assert!(!secrets(&d).join("enrollment.json").exists());
+    assert_eq!(srv.count("/disable"), 1);
+}
+
+#[test]
+fn a_changed_hub_id_disables_the_old_hub_then_enrolls_the_new() {
+    let cs = ControlService::start();
+    let (d, _st) = start_enabled(&cs, "");
+    let first = d.status()["tunnel_id"].clone();
+    let stored: serde_json::Value =
+        serde_json::from_str(&read(&secrets(&d).join("enrollment.json"))).unwrap();
+    assert_eq!(stored["hub_id"], "hub-1");
+    assert_eq!(stored["account_id"], "acct-1");
+    assert_eq!(stored["control_url"], format!("{}/", cs.url));
+
+    set_key(&d, "hub_id", "\"hub-2\"");
+    let s = d.wait_status("ready as the new hub", |s| {
+        ready(s) && s["hub_id"] == "hub-2" && s["tunnel_id"] != first
+    });
+    assert_eq!(s["errors"], serde_json::json!([]));
+    assert_eq!(
+        cs.hub_status("hub-1")["enabled"],
+        false,
+        "the old hub was released"
+    );
+    assert_eq!(cs.hub_status("hub-2")["enabled"], true);
+    let stored: serde_json::Value =
+        serde_json::from_str(&read(&secrets(&d).join("enrollment.json"))).unwrap();
+    assert_eq!(stored["hub_id"], "hub-2");
+
+    // A disable now goes out for the hub the enrollment is for.
+    disabled(&d);
+    d.wait_status("disabled", |s| {
+        s["note"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("disabled "))
+    });
+    assert_eq!(cs.hub_status("hub-2")["enabled"], false);
+}
+
+#[test]
+fn an_enrollment_made_with_another_control_service_is_refused_and_the_tunnel_keeps_running() {
+    let cs = ControlService::start();
+    let (d, _st) = start_enabled(&cs, "");
+    let pid = d.status()["tunnel"]["pid"].clone();
+    let other = ControlService::start();
+    set_key(&d, "url", &format!("\"{}\"", other.url));
+    let s = d.wait_status("refused", |s| {
+        s["errors"].to_string().contains("enrolled_elsewhere")
+    });
+    let e = &s["errors"][0];
+    assert_eq!(e["component"], "enroll");
+    assert!(e["message"].as_str().unwrap().contains(&cs.url), "{e}");
+    assert!(
+        e["hint"].as_str().unwrap().contains("enrollment.json"),
+        "{e}"
+    );
+    assert_eq!(s["tunnel"]["state"], "running");
+    assert_eq!(s["tunnel"]["pid"], pid, "the tunnel was not restarted");
+    assert!(
+        !other.log_text().contains("/enroll"),
+        "{}",
+        other.log_text()
+    );
+}
+
+#[test]
+fn a_corrected_retention_replaces_the_pending_one() {
+    let (srv, d) = scripted(vec![
+        Answer::Json(200, enroll_json()),
+        Answer::Json(
+            503,
+            r#"{"error":{"code":"busy","message":"try later"}}"#.into(),
+        ),
+    ]);
+    d.wait_status("enrolled", tunnel_up_with_r2_unreachable);
+    disabled(&d);
+    wait_for(Duration::from_secs(20), "a disable with 30 days", || {
+        !srv.matching("\"retention_days\":30").is_empty()
+    });
+    save_like_an_editor(
+        &d.config,
+        &(std::fs::read_to_string(&d.config).unwrap() + "[disable]\nretention_days = 60\n"),
+    );
+    wait_for(Duration::from_secs(30), "a disable with 60 days", || {
+        !srv.matching("\"retention_days\":60").is_empty()
+    });
+    assert!(
+        srv.matching("/disable")
+            .iter()
+            .all(|r| r.contains("\"hub_id\":\"hub-1\"")),
+        "{:?}",
+        srv.requests
+    );
+}

@@ -2,6 +2,7 @@
 //! and relations between keys. Each problem names the key it is about.
 
 use super::model::{Config, Mode};
+use hubkeeper_proto::control::MAX_RETENTION_DAYS;
 use std::time::Duration;
 
 /// Longest path a Unix socket address can hold (sun_path is 108 bytes with the NUL).
@@ -137,6 +138,16 @@ pub fn validate(cfg: &Config) -> Vec<(String, String)> {
         if b.timeout.get() < Duration::from_secs(1) {
             bad("backup.timeout", "must be at least 1s".into());
         }
+    }
+
+    if cfg.disable.retention_days > MAX_RETENTION_DAYS {
+        bad(
+            "disable.retention_days",
+            format!(
+                "{} days is past the control service's limit: use at most {MAX_RETENTION_DAYS} (ten years)",
+                cfg.disable.retention_days
+            ),
+        );
     }
 
     if cfg.api.max_connections == 0 {

@@ -13,7 +13,7 @@
 
 use crate::config::duration::to_go_duration;
 use crate::config::{Config, ControlService, DisabledPlan, LoadedConfig, ManagedPlan, Plan};
-use crate::enrollment::{self, PendingDisable, Stored};
+use crate::enrollment::{self, MadeFor, PendingDisable, Stored};
 use crate::modes::control_client::{ControlClient, ControlError, RetryPolicy};
 use crate::secrets::SecretsStore;
 use crate::status::{Component, StatusError, rfc3339};
@@ -101,6 +101,7 @@ impl Managed {
             store,
             supervisor,
             state,
+            disabled_at_service: false,
             shutdown,
         };
         let handle = tokio::spawn(engine.run());
@@ -138,6 +139,9 @@ struct Engine {
     store: SecretsStore,
     supervisor: Supervisor,
     state: enrollment::State,
+    /// The service confirmed a disable but the secrets could not be deleted: the files
+    /// on disk describe a torn-down tunnel and must not be used again.
+    disabled_at_service: bool,
     shutdown: CancellationToken,
 }
 
@@ -174,22 +178,51 @@ impl Engine {
 
     /// Enabled in managed mode: make sure there is an enrollment and cloudflared runs.
     async fn serve(&mut self, cfg: &Config, plan: &ManagedPlan) -> Next {
-        if self.state.disable_pending.take().is_some() {
-            // Enabled again before the control service heard of the disable: the
-            // enrollment is still valid, so carry on with it.
-            tracing::info!("enabled again: the pending disable is dropped");
-            self.save_state();
-        }
         let client = match client_for(&plan.control) {
             Ok(c) => c,
             Err(e) => return self.cannot_reach(Component::Enroll, e).await,
         };
+        if let Some(p) = self.state.disable_pending.clone() {
+            if p.hub_id == plan.hub_id.as_str() {
+                // Enabled again before the control service heard of the disable: the
+                // enrollment is still valid, so carry on with it.
+                tracing::info!("enabled again: the pending disable is dropped");
+                self.state.disable_pending = None;
+                self.save_state();
+            } else if let Err(next) = self.release(&client, p).await {
+                // A hub_id change (below) interrupted by a restart: the old hub is
+                // released before the new one enrolls.
+                return next;
+            }
+        }
         let stored = match enrollment::load(&self.store) {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!("{e}");
                 None
             }
+        };
+        let stored = match stored {
+            Some(_) if self.disabled_at_service => {
+                // The service tore this enrollment down; only its files were left.
+                tracing::info!(
+                    "the enrollment on disk was disabled at the control service: enrolling afresh"
+                );
+                None
+            }
+            Some(s) => match owner(&s, plan) {
+                Owner::ThisHub => Some(s),
+                Owner::OtherHub(old) => {
+                    if let Err(next) = self.switch_hub(cfg, plan, &client, old).await {
+                        return next;
+                    }
+                    None
+                }
+                Owner::OtherService(old) => {
+                    return self.refuse_other_service(cfg, plan, &s, &old).await;
+                }
+            },
+            None => None,
         };
         let (mut stored, keys_since) = match stored {
             Some(s) => (s, None),
@@ -249,21 +282,25 @@ impl Engine {
                 next = self.interrupted() => return Err(next),
             };
             match attempt {
-                Ok(resp) => match enrollment::save(&self.store, &resp, SystemTime::now()) {
-                    Ok(stored) => {
-                        tracing::info!(hostname = %stored.enrollment.hostname, tunnel_id = %stored.enrollment.tunnel_id, "enrolled");
-                        return Ok(stored);
-                    }
-                    Err(e) => {
-                        tracing::error!("enrolled, but the enrollment could not be stored: {e}");
-                        self.set_error(StatusError::new(
+                Ok(resp) => {
+                    match enrollment::save(&self.store, &resp, made_for(plan), SystemTime::now()) {
+                        Ok(stored) => {
+                            tracing::info!(hostname = %stored.enrollment.hostname, tunnel_id = %stored.enrollment.tunnel_id, "enrolled");
+                            return Ok(stored);
+                        }
+                        Err(e) => {
+                            tracing::error!(
+                                "enrolled, but the enrollment could not be stored: {e}"
+                            );
+                            self.set_error(StatusError::new(
                             Component::Enroll,
                             "enrollment_not_stored",
                             format!("enrolled, but the enrollment could not be stored: {e}"),
                             "check that secrets_dir is writable by hubkeeper and the disk is not full",
                         ));
+                        }
                     }
-                },
+                }
                 Err(e) => {
                     tracing::warn!("enroll failed: {e}");
                     self.set_error(StatusError::new(
@@ -328,9 +365,27 @@ impl Engine {
 
     async fn disable(&mut self, plan: &DisabledPlan, control: &ControlService) -> Next {
         let pending = match self.state.disable_pending.clone() {
-            Some(p) => p,
+            Some(mut p) => {
+                // The admin may have corrected `[disable]` since: the latest config wins
+                // (the hub stays the one the disable was started for).
+                if (p.delete_bucket, p.retention_days) != (plan.delete_bucket, plan.retention_days)
+                {
+                    p.delete_bucket = plan.delete_bucket;
+                    p.retention_days = plan.retention_days;
+                    self.state.disable_pending = Some(p.clone());
+                    self.save_state();
+                }
+                p
+            }
             None => {
-                let Some(hub_id) = plan.hub_id.as_ref().map(|h| h.as_str().to_owned()) else {
+                // The enrollment names its hub; the config may name another by now.
+                let enrolled_for = enrollment::load(&self.store)
+                    .ok()
+                    .flatten()
+                    .and_then(|s| s.enrollment.made_for)
+                    .map(|m| m.hub_id);
+                let configured = plan.hub_id.as_ref().map(|h| h.as_str().to_owned());
+                let Some(hub_id) = enrolled_for.or(configured) else {
                     self.set_error(StatusError::new(
                         Component::Control,
                         "disable_blocked",
@@ -355,12 +410,40 @@ impl Engine {
             Ok(c) => c,
             Err(e) => return self.cannot_reach(Component::Control, e).await,
         };
+        if let Err(next) = self.release(&client, pending.clone()).await {
+            return next;
+        }
+        let bucket = if pending.delete_bucket {
+            "bucket deleted".to_owned()
+        } else {
+            format!("bucket kept for {} days", pending.retention_days)
+        };
+        let note = format!("disabled {}; {bucket}", rfc3339(SystemTime::now()));
+        tracing::info!("{note}");
+        self.state.note = Some(note.clone());
+        self.save_state();
+        self.publish(|v| {
+            v.note = Some(note);
+            v.errors.clear();
+        });
+        Next::Reconsider
+    }
+
+    /// Tells the control service that `pending.hub_id` is disabled (retried with backoff,
+    /// across restarts through `state.json`), then deletes the Cloudflare secrets (retried
+    /// with backoff too: a read-only or full `secrets_dir` must not turn into a loop of
+    /// disables). `Err` when a new config or shutdown interrupts it.
+    async fn release(
+        &mut self,
+        client: &ControlClient,
+        pending: PendingDisable,
+    ) -> Result<(), Next> {
         let req = DisableRequest {
             hub_id: pending.hub_id.clone(),
             delete_bucket: pending.delete_bucket,
             retention_days: pending.retention_days,
         };
-        let client = client.with_retry(RetryPolicy::once());
+        let client = client.clone().with_retry(RetryPolicy::once());
         let mut backoff = Backoff::new(RETRY_INITIAL, RETRY_MAX);
         loop {
             self.publish(|v| {
@@ -369,9 +452,10 @@ impl Engine {
                     pending.since
                 ))
             });
+            tracing::info!(hub_id = %req.hub_id, "disabling at the control service");
             let attempt = tokio::select! {
                 r = client.disable(&req) => r,
-                next = self.interrupted() => return next,
+                next = self.interrupted() => return Err(next),
             };
             let failure = match attempt {
                 Ok(_) => break,
@@ -391,29 +475,99 @@ impl Engine {
             let delay = retry_delay(&mut backoff, Some(&failure));
             tokio::select! {
                 () = tokio::time::sleep(delay) => {}
-                next = self.interrupted() => return next,
+                next = self.interrupted() => return Err(next),
             }
         }
-        if let Err(e) = enrollment::remove_cloudflare_secrets(&self.store) {
-            tracing::error!("the disable succeeded, but the secrets could not be deleted: {e}");
-        }
-        let bucket = if pending.delete_bucket {
-            "bucket deleted".to_owned()
-        } else {
-            format!("bucket kept for {} days", pending.retention_days)
-        };
-        let note = format!("disabled {}; {bucket}", rfc3339(SystemTime::now()));
-        tracing::info!("{note}");
-        self.state = enrollment::State {
-            note: Some(note.clone()),
-            disable_pending: None,
-        };
+        self.state.disable_pending = None;
         self.save_state();
-        self.publish(|v| {
-            v.note = Some(note);
-            v.errors.clear();
-        });
-        Next::Reconsider
+        let mut backoff = Backoff::new(RETRY_INITIAL, RETRY_MAX);
+        while let Err(e) = enrollment::remove_cloudflare_secrets(&self.store) {
+            self.disabled_at_service = true;
+            tracing::error!(
+                "the control service confirmed the disable, but the Cloudflare secrets could not be deleted: {e}; retrying"
+            );
+            self.set_error(StatusError::new(
+                Component::Control,
+                "disable_cleanup_failed",
+                format!(
+                    "the control service confirmed the disable, but the Cloudflare secrets could not be deleted: {e}"
+                ),
+                "make secrets_dir writable by hubkeeper again (read-only mount? full disk?); hubkeeper retries with backoff",
+            ));
+            tokio::select! {
+                () = tokio::time::sleep(jitter(backoff.next_delay())) => {}
+                next = self.interrupted() => return Err(next),
+            }
+        }
+        self.disabled_at_service = false;
+        Ok(())
+    }
+
+    /// The config names another hub (or account) than the enrollment on disk was made
+    /// for: the old hub is disabled at the service first, so it does not stay live there
+    /// with nobody using it, and then the new hub enrolls.
+    async fn switch_hub(
+        &mut self,
+        cfg: &Config,
+        plan: &ManagedPlan,
+        client: &ControlClient,
+        old: MadeFor,
+    ) -> Result<(), Next> {
+        tracing::warn!(
+            old_hub_id = %old.hub_id,
+            old_account_id = %old.account_id,
+            hub_id = %plan.hub_id,
+            account_id = %plan.account_id,
+            "the config names another hub than the enrollment on disk: disabling the old one, then enrolling the new one"
+        );
+        self.supervisor.stop().await;
+        self.publish(|v| v.enrollment = None);
+        let p = PendingDisable {
+            hub_id: old.hub_id,
+            // The old hub's backups are kept: a changed id is no reason to lose them.
+            delete_bucket: false,
+            retention_days: cfg.disable.retention_days,
+            since: rfc3339(SystemTime::now()),
+        };
+        self.state.disable_pending = Some(p.clone());
+        self.save_state();
+        self.release(client, p).await?;
+        self.publish(|v| v.errors.clear());
+        Ok(())
+    }
+
+    /// The enrollment on disk was made with another control service: hubkeeper cannot
+    /// disable it there (that service's token is not in the config), so it keeps the
+    /// tunnel running on it and says what to do.
+    async fn refuse_other_service(
+        &mut self,
+        cfg: &Config,
+        plan: &ManagedPlan,
+        stored: &Stored,
+        old: &MadeFor,
+    ) -> Next {
+        tracing::error!(
+            enrolled_with = %old.control_url,
+            configured = %plan.control.url,
+            "the enrollment on disk was made with another control service"
+        );
+        self.publish(|v| v.enrollment = Some(info(cfg, stored, None)));
+        self.supervisor
+            .run(tunnel_spec(cfg, &self.store, stored))
+            .await;
+        self.set_error(StatusError::new(
+            Component::Enroll,
+            "enrolled_elsewhere",
+            format!(
+                "this hub is enrolled with the control service at {}, but managed.url is now {}",
+                old.control_url, plan.control.url
+            ),
+            format!(
+                "if the service only moved, delete {} to enroll again at the new address; otherwise put managed.url back, set enabled = false to release the old enrollment, then change the url",
+                self.store.file(enrollment::ENROLLMENT).display()
+            ),
+        ));
+        self.idle().await
     }
 
     /// Nothing to do until the config changes. Rotation requests are refused.
@@ -475,6 +629,35 @@ fn retry_delay(backoff: &mut Backoff, failure: Option<&ControlError>) -> Duratio
     failure
         .and_then(ControlError::retry_after)
         .unwrap_or_else(|| jitter(backoff.next_delay()))
+}
+
+/// Whom the enrollment on disk belongs to, compared with the config in force.
+enum Owner {
+    ThisHub,
+    OtherHub(MadeFor),
+    OtherService(MadeFor),
+}
+
+fn owner(s: &Stored, plan: &ManagedPlan) -> Owner {
+    let Some(m) = &s.enrollment.made_for else {
+        // Written before hubkeeper recorded it: taken to be ours.
+        return Owner::ThisHub;
+    };
+    if m.control_url != plan.control.url.as_str() {
+        Owner::OtherService(m.clone())
+    } else if m.hub_id != plan.hub_id.as_str() || m.account_id != plan.account_id {
+        Owner::OtherHub(m.clone())
+    } else {
+        Owner::ThisHub
+    }
+}
+
+fn made_for(plan: &ManagedPlan) -> MadeFor {
+    MadeFor {
+        hub_id: plan.hub_id.as_str().to_owned(),
+        account_id: plan.account_id.clone(),
+        control_url: plan.control.url.as_str().to_owned(),
+    }
 }
 
 fn client_for(control: &ControlService) -> Result<ControlClient, ControlError> {

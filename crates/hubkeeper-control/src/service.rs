@@ -8,8 +8,8 @@ use super::names;
 use super::provision::{ProvisionError, Provisioner};
 use super::store::{Begin, HubRow, HubState, NewEnrollment, Store, StoreError};
 use hubkeeper_proto::control::{
-    DisableRequest, DisableResponse, EnrollRequest, EnrollResponse, HubRequest, RotateKeysResponse,
-    ServiceStatus,
+    DisableRequest, DisableResponse, EnrollRequest, EnrollResponse, HubRequest, MAX_RETENTION_DAYS,
+    RotateKeysResponse, ServiceStatus,
 };
 use hubkeeper_proto::{ErrorDetail, HubId};
 
@@ -211,6 +211,12 @@ impl<S: Store, P: Provisioner> Service<S, P> {
     /// success: the caller's goal, "this hub holds nothing", is met.
     pub async fn disable(&self, req: DisableRequest) -> Result<DisableResponse, ServiceError> {
         let hub = hub_id(&req.hub_id)?;
+        if req.retention_days > MAX_RETENTION_DAYS {
+            return Err(ServiceError::Invalid(format!(
+                "retention_days must be at most {MAX_RETENTION_DAYS} (ten years), not {}: send a smaller value",
+                req.retention_days
+            )));
+        }
         let _hub_lock = self.locks.lock(hub_key(&hub)).await;
         let row = self.store.hub(&hub).await?;
         let Some(row) = row else {

@@ -714,3 +714,43 @@ fn the_daemons_config_names_hubkeeper_run() {
         "{err}"
     );
 }
+
+#[test]
+fn an_absurd_retention_is_refused_and_a_sane_one_then_completes_the_disable() {
+    let s3 = s3();
+    let c = Control::start(&s3);
+    c.enroll("hub-r", "acct-r");
+    let r = c.call(
+        "POST",
+        "/v1/managed-cloudflare/disable",
+        Some(
+            &json!({"hub_id": "hub-r", "delete_bucket": false, "retention_days": 4294967295u32})
+                .to_string(),
+        ),
+    );
+    assert_eq!(r.status, 400, "{}; log:\n{}", r.text(), c.log());
+    assert_eq!(error_code(&r), "invalid_request");
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("retention_days must be at most 3650"),
+        "{}",
+        r.text()
+    );
+    assert_eq!(
+        c.status("hub-r").json()["enabled"],
+        true,
+        "nothing was torn down"
+    );
+    // The admin fixes the value: the disable goes through.
+    let r = c.call(
+        "POST",
+        "/v1/managed-cloudflare/disable",
+        Some(
+            &json!({"hub_id": "hub-r", "delete_bucket": false, "retention_days": 3650}).to_string(),
+        ),
+    );
+    assert_eq!(r.status, 200, "{}; log:\n{}", r.text(), c.log());
+    assert_eq!(c.status("hub-r").json()["enabled"], false);
+}

@@ -50,6 +50,10 @@ pub struct RotateKeysResponse {
     pub r2_secret_access_key: Secret,
 }
 
+/// The longest retention a disable may ask for: ten years. Past it a date stops being a
+/// plan and starts overflowing calendars, so both ends refuse it.
+pub const MAX_RETENTION_DAYS: u32 = 3650;
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DisableRequest {

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod dns;
+pub mod fault;
 pub mod procfs;
 pub mod s3;
 pub mod stack;

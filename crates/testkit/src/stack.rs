@@ -99,6 +99,16 @@ impl ControlService {
         }
     }
 
+    /// The service's own view of a hub (`GET /v1/managed-cloudflare/status`).
+    pub fn hub_status(&self, hub_id: &str) -> serde_json::Value {
+        let req = format!(
+            "GET /v1/managed-cloudflare/status?hub_id={hub_id} HTTP/1.1\r\nHost: control\r\nAuthorization: Bearer {CONTROL_TOKEN}\r\nConnection: close\r\n\r\n"
+        );
+        let r = super::tcp(self.port, req.as_bytes()).unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.json()
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -269,7 +279,7 @@ pub enum Answer {
 }
 
 /// A real HTTP server on loopback that answers from a script (the last answer
-/// repeats), recording each request's method and path.
+/// repeats), recording each request as its request line, a space, and its body.
 pub struct ScriptedServer {
     pub url: String,
     pub requests: Arc<Mutex<Vec<String>>>,
@@ -294,7 +304,6 @@ impl ScriptedServer {
                     if reader.read_line(&mut line).is_err() {
                         return;
                     }
-                    reqs.lock().unwrap().push(line.trim().to_owned());
                     let mut len = 0;
                     loop {
                         let mut h = String::new();
@@ -307,6 +316,11 @@ impl ScriptedServer {
                     }
                     let mut body = vec![0; len];
                     let _ = reader.read_exact(&mut body);
+                    reqs.lock().unwrap().push(format!(
+                        "{} {}",
+                        line.trim(),
+                        String::from_utf8_lossy(&body)
+                    ));
                     let (status, extra, body) = match answer {
                         Answer::Json(s, b) => (s, String::new(), b),
                         Answer::WithHeader(s, k, v, b) => (s, format!("{k}: {v}\r\n"), b),
@@ -325,6 +339,17 @@ impl ScriptedServer {
             }
         });
         ScriptedServer { url, requests }
+    }
+
+    /// The recorded requests whose line or body contains `part`.
+    pub fn matching(&self, part: &str) -> Vec<String> {
+        self.requests
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.contains(part))
+            .cloned()
+            .collect()
     }
 
     pub fn count(&self, path_part: &str) -> usize {

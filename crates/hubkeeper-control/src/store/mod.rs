@@ -12,6 +12,7 @@ pub mod sqlite;
 
 use crate::provision::{R2Key, Tunnel};
 use hubkeeper_proto::Secret;
+use hubkeeper_proto::control::MAX_RETENTION_DAYS;
 use hubkeeper_proto::time::rfc3339;
 use std::future::Future;
 use std::time::{Duration, SystemTime};
@@ -233,9 +234,22 @@ pub fn now() -> String {
     rfc3339(SystemTime::now())
 }
 
-/// `retention_days` from now, as RFC 3339.
+/// `retention_days` from now, as RFC 3339. Capped at the most a request may ask for, so a
+/// row written before that limit existed cannot overflow the calendar mid-teardown.
 pub fn retain_until(retention_days: u32) -> String {
-    rfc3339(SystemTime::now() + Duration::from_secs(u64::from(retention_days) * 86_400))
+    let days = retention_days.min(MAX_RETENTION_DAYS);
+    rfc3339(SystemTime::now() + Duration::from_secs(u64::from(days) * 86_400))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retain_until_caps_what_an_old_row_asks_for() {
+        // Rows written before the limit existed may hold u32::MAX days.
+        assert_eq!(retain_until(u32::MAX), retain_until(MAX_RETENTION_DAYS));
+    }
 }
 
 /// Requests and answers the store's tests (each backend's) share.
