@@ -300,3 +300,24 @@ fn a_retention_past_ten_years_is_a_config_error() {
     let (code, _, err) = check("[disable]\nretention_days = 3650\n");
     assert_eq!(code, 0, "{err}");
 }
+
+#[test]
+fn a_wrong_url_is_reported_beside_the_keys_its_section_lacks() {
+    let (code, _, err) = check(
+        "enabled = true\nmode = \"managed\"\nhub_id = \"h-1\"\n[managed]\nurl = \"ftp://x\"\n",
+    );
+    assert_eq!(code, 78, "{err}");
+    assert!(
+        err.contains(":5:7: managed.url: \"ftp://x\" is not an http:// or https:// URL"),
+        "{err}"
+    );
+    assert!(
+        err.contains(":4:1: managed: missing field `account_id`"),
+        "{err}"
+    );
+    assert!(
+        err.contains(":4:1: managed: missing field `license_id`"),
+        "{err}"
+    );
+    assert!(!err.contains("missing field `url`"), "{err}");
+}

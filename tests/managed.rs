@@ -852,3 +852,62 @@ fn a_corrected_retention_replaces_the_pending_one() {
         srv.requests
     );
 }
+
+#[test]
+fn a_hostname_with_control_characters_is_refused_and_never_printed() {
+    let hostile = enroll_json().replace(
+        "acme-1.hub.test",
+        "acme\\u001b[2K\\rhubkeeper READY\\nx.hub.test",
+    );
+    let (_srv, d) = scripted(vec![Answer::Json(200, hostile)]);
+    let s = d.wait_status("refused", |s| {
+        s["errors"].to_string().contains("control_bad_answer")
+    });
+    assert!(
+        s["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("invalid hostname: not a DNS hostname"),
+        "{s}"
+    );
+    assert_eq!(s["hostname"], serde_json::Value::Null);
+    assert!(!d.log().contains('\u{1b}'), "{}", d.log());
+    assert!(!d.log().contains("hubkeeper READY"), "{}", d.log());
+    let (_, out, _) = cli(&["status", "--socket", d.socket.to_str().unwrap()]);
+    assert!(!out.contains('\u{1b}') && !out.contains('\r'), "{out:?}");
+}
+
+#[test]
+fn huge_answers_and_messages_from_the_control_service_are_capped() {
+    // 300 MiB without a length: the daemon stops reading at its cap.
+    let (_srv, d) = scripted(vec![Answer::Flood(300 << 20)]);
+    let s = d.wait_status("too large", |s| {
+        s["errors"].to_string().contains("larger than")
+    });
+    assert_eq!(s["errors"][0]["code"], "control_bad_answer");
+    let status = std::fs::read_to_string(format!("/proc/{}/status", d.child.id())).unwrap();
+    let peak_kib = support::procfs::kib_field(&status, "VmHWM").unwrap();
+    assert!(peak_kib < 64 * 1024, "peak RSS {peak_kib} KiB");
+
+    // A long error message (under the body cap): errors[] carries a capped, escaped
+    // excerpt. (A 5 MiB one is refused whole, as above.)
+    let huge = format!(
+        r#"{{"error":{{"code":"busy","message":"\u001b[31m{}"}}}}"#,
+        "m".repeat(60 << 10)
+    );
+    let (_srv, d) = scripted(vec![Answer::Json(503, huge)]);
+    let s = d.wait_status("failed", |s| {
+        s["errors"].to_string().contains("control_server_error")
+    });
+    let text = s.to_string();
+    assert!(text.len() < 8 * 1024, "status is {} bytes", text.len());
+    assert!(
+        s["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("more bytes)"),
+        "{s}"
+    );
+    assert!(!d.log().contains('\u{1b}'));
+    assert!(d.log().len() < 256 * 1024, "log is {} bytes", d.log().len());
+}

@@ -10,6 +10,7 @@ use crate::secrets::Secret;
 use hubkeeper_base::backoff::{Backoff, jitter};
 use hubkeeper_proto::ErrorBody;
 use hubkeeper_proto::control::{self as api, Validate};
+use hubkeeper_proto::text::shown;
 use reqwest::header::{AUTHORIZATION, HeaderValue, RETRY_AFTER};
 use reqwest::{Method, StatusCode};
 use serde::Serialize;
@@ -69,8 +70,10 @@ pub enum ControlError {
     Timeout(u64),
     #[error("the control service's answer is not the expected JSON ({0})")]
     BadAnswer(String),
-    #[error("the control service's answer has no {0}")]
-    MissingField(&'static str),
+    #[error(transparent)]
+    BadField(#[from] api::BadField),
+    #[error("the control service's answer is larger than {limit} bytes")]
+    TooLarge { limit: usize },
     #[error("cannot set up an HTTPS client for the control service: {0}")]
     Setup(String),
 }
@@ -85,7 +88,9 @@ impl ControlError {
             ControlError::RateLimited { .. } => "control_rate_limited",
             ControlError::Unreachable { .. } => "control_unreachable",
             ControlError::Timeout(_) => "control_timeout",
-            ControlError::BadAnswer(_) | ControlError::MissingField(_) => "control_bad_answer",
+            ControlError::BadAnswer(_)
+            | ControlError::BadField(_)
+            | ControlError::TooLarge { .. } => "control_bad_answer",
             ControlError::Setup(_) => "control_client_setup",
         }
     }
@@ -105,7 +110,9 @@ impl ControlError {
             ControlError::Unreachable { .. } | ControlError::Timeout(_) => {
                 "check managed.url and this host's network; hubkeeper keeps retrying with backoff"
             }
-            ControlError::BadAnswer(_) | ControlError::MissingField(_) => {
+            ControlError::BadAnswer(_)
+            | ControlError::BadField(_)
+            | ControlError::TooLarge { .. } => {
                 "the control service answered something hubkeeper does not understand: check managed.url points at the control service, or upgrade hubkeeper"
             }
             ControlError::Setup(_) => {
@@ -152,6 +159,11 @@ impl std::fmt::Debug for ControlClient {
             .finish_non_exhaustive()
     }
 }
+
+/// The largest answer read from the service: an enroll answer is under 4 KiB.
+const MAX_ANSWER: usize = 64 * 1024;
+/// How much of the service's own error message is repeated.
+const MAX_SERVICE_MESSAGE: usize = 512;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const TOTAL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -265,13 +277,11 @@ impl ControlClient {
             .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(parse_retry_after);
-        let bytes = resp.bytes().await.map_err(|e| self.transport_error(&e))?;
+        let bytes = self.body(resp).await?;
         if status.is_success() {
             let value: T = serde_json::from_slice(&bytes)
                 .map_err(|e| ControlError::BadAnswer(shape_only(&e)))?;
-            value
-                .validate()
-                .map_err(|m| ControlError::MissingField(m.0))?;
+            value.validate().map_err(ControlError::BadField)?;
             return Ok(value);
         }
         let err = match status {
@@ -295,6 +305,23 @@ impl ControlClient {
         Err(err)
     }
 
+    /// The answer's body, refused past [`MAX_ANSWER`]: a hostile or broken service must
+    /// not be able to grow the daemon's memory.
+    async fn body(&self, mut resp: reqwest::Response) -> Result<Vec<u8>, ControlError> {
+        let too_large = ControlError::TooLarge { limit: MAX_ANSWER };
+        if resp.content_length().is_some_and(|n| n > MAX_ANSWER as u64) {
+            return Err(too_large);
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| self.transport_error(&e))? {
+            if body.len() + chunk.len() > MAX_ANSWER {
+                return Err(too_large);
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    }
+
     fn url(&self, path: &str) -> String {
         format!("{}{}", self.base.as_str().trim_end_matches('/'), path)
     }
@@ -311,10 +338,14 @@ impl ControlClient {
     }
 }
 
-/// The `{"error":{"code","message"}}` of a non-2xx answer, if it has that shape.
+/// The `{"error":{"code","message"}}` of a non-2xx answer, if it has that shape; both
+/// escaped and capped, since they end up in logs and the status.
 fn service_message(body: &[u8]) -> Option<(String, String)> {
     let b: ErrorBody = serde_json::from_slice(body).ok()?;
-    Some((b.error.code, b.error.message))
+    Some((
+        shown(&b.error.code, 64),
+        shown(&b.error.message, MAX_SERVICE_MESSAGE),
+    ))
 }
 
 /// A serde error's category and position, without the input it quotes (which could
@@ -384,9 +415,9 @@ mod tests {
         assert!(!ControlError::Unauthorized.retryable());
         assert!(ControlError::RateLimited { retry_after: None }.retryable());
         assert!(ControlError::Timeout(5).retryable());
-        assert!(!ControlError::MissingField("hostname").retryable());
+        assert!(!ControlError::BadField(api::BadField::Missing("hostname")).retryable());
         assert_eq!(
-            ControlError::MissingField("hostname").to_string(),
+            ControlError::BadField(api::BadField::Missing("hostname")).to_string(),
             "the control service's answer has no hostname"
         );
     }

@@ -2,10 +2,31 @@
 //! backups, and every error with its hint. It reads the JSON the daemon sent, so a
 //! newer daemon with more keys still renders.
 
+use hubkeeper_proto::text::shown;
 use serde_json::Value;
 use std::fmt::Write;
 
+fn printable(v: &Value) -> Value {
+    match v {
+        Value::String(s) => Value::String(shown(s, MAX_SHOWN)),
+        Value::Array(a) => Value::Array(a.iter().map(printable).collect()),
+        Value::Object(o) => Value::Object(
+            o.iter()
+                .map(|(k, v)| (shown(k, MAX_SHOWN), printable(v)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+/// Longest string shown from the daemon's answer.
+const MAX_SHOWN: usize = 2048;
+
 pub fn render(v: &Value) -> String {
+    // Every string in it may have come from a peer (the control service, a child):
+    // escaped before anything is printed, so no text can move the cursor, recolour,
+    // or add a line of its own (a READY banner over an ERROR).
+    let v = &printable(v);
     let s = |v: &Value| v.as_str().map(str::to_owned);
     let mut out = String::new();
     let state = s(&v["state"]).unwrap_or_else(|| "unknown".into());
@@ -130,5 +151,21 @@ mod tests {
         assert!(out.contains("[config] c: it broke"), "{out}");
         assert!(out.contains("hint: do this"), "{out}");
         assert!(out.contains("tunnel  stopped"), "{out}");
+    }
+
+    #[test]
+    fn foreign_text_cannot_forge_lines_or_colours() {
+        let v = serde_json::json!({
+            "state": "error",
+            "hostname": "x\u{1b}[2K\rhubkeeper READY\nforged",
+            "errors": [{"component": "enroll", "code": "c\u{1b}[31m", "message": "m\u{202e}", "hint": "h"}],
+        });
+        let out = render(&v);
+        assert!(out.starts_with("hubkeeper ERROR"), "{out}");
+        assert!(
+            !out.contains('\u{1b}') && !out.contains('\r') && !out.contains('\u{202e}'),
+            "{out:?}"
+        );
+        assert!(!out.lines().any(|l| l.starts_with("forged")), "{out}");
     }
 }

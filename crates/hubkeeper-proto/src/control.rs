@@ -78,55 +78,101 @@ pub struct ServiceStatus {
     pub errors: Vec<ErrorDetail>,
 }
 
-/// A response field that is missing or empty. Names the field only.
+/// A response field that is missing, empty or malformed. Names the field and what is
+/// wrong, never its value (it may be a secret, or hostile text).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("the control service's answer has no {0}")]
-pub struct MissingField(pub &'static str);
-
-/// Checks that every field a response must carry is present and non-empty.
-pub trait Validate {
-    fn validate(&self) -> Result<(), MissingField>;
+pub enum BadField {
+    #[error("the control service's answer has no {0}")]
+    Missing(&'static str),
+    #[error("the control service's answer has an invalid {field}: {problem}")]
+    Invalid {
+        field: &'static str,
+        problem: &'static str,
+    },
 }
 
-fn need(name: &'static str, v: &str) -> Result<(), MissingField> {
+/// Checks that every field a response must carry is present, non-empty and well formed.
+pub trait Validate {
+    fn validate(&self) -> Result<(), BadField>;
+}
+
+/// Longest id, key id or bucket name accepted from the service (Cloudflare's are far
+/// shorter).
+const MAX_TOKENISH: usize = 256;
+
+fn need(name: &'static str, v: &str) -> Result<(), BadField> {
     if v.trim().is_empty() {
-        Err(MissingField(name))
+        Err(BadField::Missing(name))
     } else {
         Ok(())
     }
 }
 
+/// Ids, key ids and bucket names: one visible ASCII word.
+fn word(name: &'static str, v: &str) -> Result<(), BadField> {
+    need(name, v)?;
+    if v.len() > MAX_TOKENISH || !v.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(BadField::Invalid {
+            field: name,
+            problem: "not a single word of visible ASCII characters",
+        });
+    }
+    Ok(())
+}
+
+fn hostname(name: &'static str, v: &str) -> Result<(), BadField> {
+    need(name, v)?;
+    if !crate::text::is_hostname(v) {
+        return Err(BadField::Invalid {
+            field: name,
+            problem: "not a DNS hostname",
+        });
+    }
+    Ok(())
+}
+
+fn endpoint(name: &'static str, v: &str) -> Result<(), BadField> {
+    word(name, v)?;
+    if !(v.starts_with("https://") || v.starts_with("http://")) {
+        return Err(BadField::Invalid {
+            field: name,
+            problem: "not an http(s) URL",
+        });
+    }
+    Ok(())
+}
+
 impl Validate for EnrollResponse {
-    fn validate(&self) -> Result<(), MissingField> {
-        need("tunnel_id", &self.tunnel_id)?;
+    fn validate(&self) -> Result<(), BadField> {
+        word("tunnel_id", &self.tunnel_id)?;
         need("tunnel_token", self.tunnel_token.expose())?;
-        need("hostname", &self.hostname)?;
-        need("r2_endpoint", &self.r2_endpoint)?;
-        need("r2_bucket", &self.r2_bucket)?;
-        need("r2_access_key_id", &self.r2_access_key_id)?;
+        hostname("hostname", &self.hostname)?;
+        endpoint("r2_endpoint", &self.r2_endpoint)?;
+        word("r2_bucket", &self.r2_bucket)?;
+        word("r2_access_key_id", &self.r2_access_key_id)?;
         need("r2_secret_access_key", self.r2_secret_access_key.expose())
     }
 }
 
 impl Validate for RotateKeysResponse {
-    fn validate(&self) -> Result<(), MissingField> {
-        need("r2_access_key_id", &self.r2_access_key_id)?;
+    fn validate(&self) -> Result<(), BadField> {
+        word("r2_access_key_id", &self.r2_access_key_id)?;
         need("r2_secret_access_key", self.r2_secret_access_key.expose())
     }
 }
 
 impl Validate for DisableResponse {
-    fn validate(&self) -> Result<(), MissingField> {
+    fn validate(&self) -> Result<(), BadField> {
         if self.ok {
             Ok(())
         } else {
-            Err(MissingField("ok = true"))
+            Err(BadField::Missing("ok = true"))
         }
     }
 }
 
 impl Validate for ServiceStatus {
-    fn validate(&self) -> Result<(), MissingField> {
+    fn validate(&self) -> Result<(), BadField> {
         Ok(())
     }
 }
@@ -147,7 +193,17 @@ mod tests {
         );
         let mut r2 = r.clone();
         r2.hostname = " ".into();
-        assert_eq!(r2.validate(), Err(MissingField("hostname")));
+        assert_eq!(r2.validate(), Err(BadField::Missing("hostname")));
+        for hostile in ["a\x1b[2J.b", "acme.b\nERROR", "a b"] {
+            r2.hostname = hostile.into();
+            assert_eq!(
+                r2.validate(),
+                Err(BadField::Invalid {
+                    field: "hostname",
+                    problem: "not a DNS hostname"
+                })
+            );
+        }
         let back = serde_json::to_value(&r).unwrap();
         assert_eq!(back["tunnel_token"], "tok");
     }

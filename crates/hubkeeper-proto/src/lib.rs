@@ -7,6 +7,7 @@ pub mod error;
 pub mod hub_id;
 pub mod secret;
 pub mod status;
+pub mod text;
 pub mod time;
 
 pub use error::{ErrorBody, ErrorDetail};

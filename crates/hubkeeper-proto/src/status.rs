@@ -87,8 +87,9 @@ impl StatusError {
         Self {
             component,
             code: code.to_owned(),
-            message: message.into(),
-            hint: hint.into(),
+            // Messages may quote a peer or a child: escaped and capped once, here.
+            message: crate::text::shown(&message.into(), crate::text::MAX_MESSAGE),
+            hint: crate::text::shown(&hint.into(), crate::text::MAX_MESSAGE),
         }
     }
 }

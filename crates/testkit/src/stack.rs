@@ -276,6 +276,9 @@ pub enum Answer {
     Raw(u16, &'static str),
     /// Accept the request and never answer.
     Hang,
+    /// 200 with a JSON-looking body of this many bytes and no Content-Length (it ends
+    /// when the connection closes): a client must stop reading on its own.
+    Flood(usize),
 }
 
 /// A real HTTP server on loopback that answers from a script (the last answer
@@ -327,6 +330,22 @@ impl ScriptedServer {
                         Answer::Raw(s, b) => (s, String::new(), b.to_owned()),
                         Answer::Hang => {
                             std::thread::sleep(Duration::from_secs(3600));
+                            return;
+                        }
+                        Answer::Flood(n) => {
+                            let head = "HTTP/1.1 200 X\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n{\"tunnel_id\":\"";
+                            if conn.write_all(head.as_bytes()).is_err() {
+                                return;
+                            }
+                            let chunk = vec![b'a'; 64 * 1024];
+                            let mut left = n;
+                            while left > 0 {
+                                let k = left.min(chunk.len());
+                                if conn.write_all(&chunk[..k]).is_err() {
+                                    return;
+                                }
+                                left -= k;
+                            }
                             return;
                         }
                     };

@@ -73,27 +73,37 @@ pub fn parse<T: DeserializeOwned>(
 
     let mut problems = Vec::new();
     let mut dropped = Vec::new();
+    let mut next = T::deserialize(toml::de::Deserializer::from(table.clone()));
     let parsed = loop {
-        match T::deserialize(toml::de::Deserializer::from(table.clone())) {
+        let e = match next {
             Ok(value) => break Some(value),
-            Err(e) => {
-                let key = e.span().and_then(|s| spans.deepest_at(s.start));
-                problems.push(Diagnostic::new(key.clone(), e.message().trim()).at(text, e.span()));
-                // A wrong array entry (not a table) goes with its whole array: an entry
-                // cannot be removed without renumbering the ones after it.
-                let key = key.map(|k| match k.strip_suffix(']') {
-                    Some(rest) if arrays == ArrayPaths::Indexed => {
-                        rest[..rest.rfind('[').unwrap_or(rest.len())].to_owned()
-                    }
-                    _ => k,
-                });
-                // Without a key to drop, a retry would fail the same way.
-                match key {
-                    Some(k) if remove_key(table.get_mut(), &k, arrays) => dropped.push(k),
-                    _ => break None,
-                }
-            }
+            Err(e) => e,
+        };
+        let key = e.span().and_then(|s| spans.deepest_at(s.start));
+        problems.push(Diagnostic::new(key.clone(), e.message().trim()).at(text, e.span()));
+        // Looking past the problem: a placeholder value that fits the type lets serde go
+        // on to the keys after it (a key left out would itself be "missing", and a
+        // table dropped for a missing key would hide the other keys it lacks).
+        if let Some((k, retried)) = placeholder(&table, &e, key.as_deref(), arrays, text.len()) {
+            dropped.push(k);
+            table = retried.0;
+            next = retried.1;
+            continue;
         }
+        // A wrong array entry (not a table) goes with its whole array: an entry
+        // cannot be removed without renumbering the ones after it.
+        let key = key.map(|k| match k.strip_suffix(']') {
+            Some(rest) if arrays == ArrayPaths::Indexed => {
+                rest[..rest.rfind('[').unwrap_or(rest.len())].to_owned()
+            }
+            _ => k,
+        });
+        // Without a key to drop, a retry would fail the same way.
+        match key {
+            Some(k) if remove_key(table.get_mut(), &k, arrays) => dropped.push(k),
+            _ => break None,
+        }
+        next = T::deserialize(toml::de::Deserializer::from(table.clone()));
     };
     problems.sort_by_key(|d| d.location.unwrap_or((usize::MAX, 0)));
     match parsed {
@@ -110,6 +120,133 @@ pub fn parse<T: DeserializeOwned>(
     }
 }
 
+/// Values tried in place of a wrong or missing one, in order, to see past it. They
+/// cover the value types the configs use; none is ever used, since a config with a
+/// problem is refused.
+const PLACEHOLDERS: &[&str] = &[
+    "v = \"placeholder\"",
+    "v = \"http://placeholder.invalid/\"",
+    "v = \"1s\"",
+    "v = \"127.0.0.1:1\"",
+    "v = \"/placeholder\"",
+    "v = 1",
+    "v = false",
+    "v = []",
+    "v = {}",
+];
+
+type Doc<'a> = Spanned<DeTable<'a>>;
+type Retried<'a, T> = (Doc<'a>, Result<T, toml::de::Error>);
+
+/// For a wrong value at `key`, or a missing field of the table at `key`: the path of a
+/// placeholder that gets serde past this problem, with the document holding it and what
+/// serde then says. `None` when no placeholder fits (the caller drops the key instead).
+fn placeholder<'a, T: DeserializeOwned>(
+    table: &Doc<'a>,
+    e: &toml::de::Error,
+    key: Option<&str>,
+    arrays: ArrayPaths,
+    text_len: usize,
+) -> Option<(String, Retried<'a, T>)> {
+    let span = e.span()?;
+    let missing = e
+        .message()
+        .strip_prefix("missing field `")
+        .and_then(|m| m.split_once('`'))
+        .map(|(field, _)| field);
+    let (path, at) = match (missing, key) {
+        (Some(field), Some(k)) => (format!("{k}.{field}"), text_len..text_len),
+        (Some(field), None) => (field.to_owned(), text_len..text_len),
+        // A whole array entry or table is not guessed at.
+        (None, Some(k)) if !k.ends_with(']') => (k.to_owned(), span.clone()),
+        (None, _) => return None,
+    };
+    for candidate in PLACEHOLDERS {
+        let Ok(value) = DeTable::parse(candidate) else {
+            continue;
+        };
+        let Some(v) = value.into_inner().remove("v") else {
+            continue;
+        };
+        let mut doc = table.clone();
+        if !set_key(
+            doc.get_mut(),
+            &path,
+            Spanned::new(at.clone(), v.into_inner()),
+            arrays,
+        ) {
+            return None;
+        }
+        let r = T::deserialize(toml::de::Deserializer::from(doc.clone()));
+        let same_problem = match &r {
+            Ok(_) => false,
+            Err(n) => {
+                n.span().is_some_and(|s| s.start == at.start)
+                    || (n.message() == e.message() && n.span() == e.span())
+            }
+        };
+        if !same_problem {
+            return Some((path, (doc, r)));
+        }
+    }
+    None
+}
+
+/// Sets the key at `path` (a plain dotted path) to `value`, creating it; false when a
+/// step is missing or not a table.
+fn set_key<'a>(
+    root: &mut DeTable<'a>,
+    path: &str,
+    value: Spanned<DeValue<'a>>,
+    arrays: ArrayPaths,
+) -> bool {
+    let (parent, last) = match path.rsplit_once('.') {
+        Some((p, l)) => (Some(p), l),
+        None => (None, path),
+    };
+    let t = match parent {
+        None => root,
+        Some(p) => match table_at(root, p, arrays) {
+            Some(t) => t,
+            None => return false,
+        },
+    };
+    let span = value.span();
+    t.insert(
+        Spanned::new(span, std::borrow::Cow::Owned(last.to_owned())),
+        value,
+    );
+    true
+}
+
+/// The table at `path` (with `[i]` steps when indexed).
+fn table_at<'t, 'a>(
+    root: &'t mut DeTable<'a>,
+    path: &str,
+    arrays: ArrayPaths,
+) -> Option<&'t mut DeTable<'a>> {
+    let mut t = root;
+    for part in path.split('.') {
+        let (name, idx) = match part.split_once('[') {
+            Some((name, idx)) if arrays == ArrayPaths::Indexed => {
+                (name, Some(idx.trim_end_matches(']').parse::<usize>().ok()?))
+            }
+            _ => (part, None),
+        };
+        let v = t.get_mut(name)?.get_mut();
+        let v = match (v, idx) {
+            (v, None) => v,
+            (DeValue::Array(items), Some(i)) => items.get_mut(i)?.get_mut(),
+            _ => return None,
+        };
+        match v {
+            DeValue::Table(inner) => t = inner,
+            _ => return None,
+        }
+    }
+    Some(t)
+}
+
 /// The keys dropped from the document to get past their type errors.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DroppedKeys {
@@ -118,8 +255,9 @@ pub struct DroppedKeys {
 }
 
 impl DroppedKeys {
-    /// Whether `key` was dropped, itself or with a table or array above it: its value
-    /// in the parsed config is a default, not what the file says.
+    /// Whether `key` was dropped or replaced by a placeholder, itself or with a table or array above
+    /// it: its value in the parsed config is a default or a placeholder, not what the file
+    /// says.
     pub fn covers(&self, key: &str) -> bool {
         self.keys.iter().any(|d| {
             key.strip_prefix(d.as_str())
@@ -305,8 +443,7 @@ mod tests {
                 "5:1: section.foo: unknown field `foo`, expected `on` or `tags`",
             ]
         );
-        // What was dropped now has its default, and the caller is told so.
-        assert_eq!(l.value.size, 0);
+        // What was wrong now holds a placeholder, and the caller is told so.
         assert!(l.dropped.covers("size"));
         assert!(l.dropped.covers("section.on"));
         assert!(!l.dropped.covers("section"));
@@ -367,20 +504,59 @@ mod tests {
     }
 
     #[test]
-    fn an_entry_missing_a_key_is_named_and_its_array_dropped() {
+    fn an_entry_missing_a_key_is_named_and_covered() {
         let text = "[[pairs]]\na = 1\n[[pairs]]\nb = 1\n";
         let l = parse::<Doc>(text, ArrayPaths::Indexed).unwrap();
         assert_eq!(shown(&l.problems), ["3:1: pairs[1]: missing field `a`"]);
-        assert_eq!(l.value.pairs, vec![]);
-        assert!(l.dropped.covers("pairs"));
+        assert!(l.dropped.covers("pairs[1].a"));
+        assert!(!l.dropped.covers("pairs[0]"));
     }
 
     #[test]
-    fn a_problem_with_no_key_to_drop_ends_with_all_found_so_far() {
-        // `a` is missing from the top table itself: there is no key to drop, and a
-        // retry would fail the same way.
+    fn a_wrong_value_does_not_hide_the_keys_its_table_lacks() {
+        #[derive(Debug, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code)]
+        struct Top {
+            section: Option<Needs>,
+        }
+        #[derive(Debug, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code)]
+        struct Needs {
+            url: Http,
+            id: String,
+            license: String,
+        }
+        #[derive(Debug)]
+        struct Http;
+        impl<'de> Deserialize<'de> for Http {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = String::deserialize(d)?;
+                if s.starts_with("http://") {
+                    Ok(Http)
+                } else {
+                    Err(serde::de::Error::custom("not an http URL"))
+                }
+            }
+        }
+        let l = parse::<Top>("[section]\nurl = \"ftp://x\"\n", ArrayPaths::Indexed).unwrap();
+        assert_eq!(
+            shown(&l.problems),
+            [
+                "1:1: section: missing field `id`",
+                "1:1: section: missing field `license`",
+                "2:7: section.url: not an http URL",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_key_missing_from_the_top_table_is_reported_with_the_rest() {
+        // `a` is missing from the top table itself: a placeholder takes its place, and the
+        // wrong `b` is found too.
         let text = "# pair\nb = \"x\"\n";
-        let problems = parse::<Pair>(text, ArrayPaths::Indexed).unwrap_err();
+        let problems = parse::<Pair>(text, ArrayPaths::Indexed).unwrap().problems;
         let shown: Vec<_> = problems
             .iter()
             .map(|d| (d.location, d.key.as_deref(), d.message.as_str()))
