@@ -122,7 +122,10 @@ fn a_down_hub_is_told_apart_and_does_not_restart_cloudflared() {
         seen.insert(s["checks"]["public"]["at"].to_string());
         seen.len() > 4
     });
-    assert_eq!(s["tunnel"]["pid"], pid, "a down hub is no reason to restart");
+    assert_eq!(
+        s["tunnel"]["pid"], pid,
+        "a down hub is no reason to restart"
+    );
     assert_eq!(s["tunnel"]["restarts"], 0);
 }
 

@@ -370,3 +370,29 @@ fn default_secrets_dir() -> PathBuf {
 fn default_api_base() -> HttpUrl {
     HttpUrl::from_static("https://api.cloudflare.com/client/v4")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn public_url_is_checked_and_expanded() {
+        let d = PublicUrl::default();
+        assert_eq!(d.as_str(), "https://<hostname>/");
+        assert_eq!(
+            d.expand("acme-1.example.com").unwrap().as_str(),
+            "https://acme-1.example.com/"
+        );
+        let u = PublicUrl::parse("http://127.0.0.1:8/health").unwrap();
+        assert_eq!(u.expand("x").unwrap().as_str(), "http://127.0.0.1:8/health");
+        for (bad, says) in [
+            ("ftp://<hostname>/", "scheme"),
+            ("https://user:pw@<hostname>/", "password"),
+            ("https://<host>/", "placeholder"),
+            ("not a url", "expected a URL"),
+        ] {
+            let e = PublicUrl::parse(bad).unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+    }
+}

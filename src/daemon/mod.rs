@@ -455,15 +455,13 @@ impl Daemon {
                 r2: e.r2.clone(),
                 prefix: format!("hubkeeper-health/{hub}/"),
                 keys_since: e.keys_since,
-                public: cfg
-                    .health
-                    .public_url
-                    .expand(&e.hostname)
-                    .map(|url| crate::health::public::Target {
+                public: cfg.health.public_url.expand(&e.hostname).map(|url| {
+                    crate::health::public::Target {
                         url,
                         origin: cfg.tunnel.origin.0.clone(),
                         origin_no_tls_verify: cfg.tunnel.no_tls_verify,
-                    }),
+                    }
+                }),
             }),
             _ => None,
         };

@@ -207,7 +207,8 @@ pub async fn run_checks(t: &Targets, run: u64) -> HealthView {
         };
         (r, started.elapsed())
     };
-    let public_timeout = (t.interval / 2).clamp(Duration::from_millis(200), Duration::from_secs(10));
+    let public_timeout =
+        (t.interval / 2).clamp(Duration::from_millis(200), Duration::from_secs(10));
     let public_sent = SystemTime::now();
     let public = async {
         let sent = tokio::time::Instant::now();
@@ -310,7 +311,17 @@ fn public_result(
         Ok((target, public::Outcome::Works { status })) => {
             let detail = format!("{} answered {status} through the public path", target.url);
             let r = report(true, false, &detail);
-            ((Check { ok: true, at, detail }, None), r)
+            (
+                (
+                    Check {
+                        ok: true,
+                        at,
+                        detail,
+                    },
+                    None,
+                ),
+                r,
+            )
         }
         Ok((_, public::Outcome::Failed(f))) => {
             let error = f.problem.error(Component::Tunnel);
@@ -330,7 +341,17 @@ fn public_result(
                 "fix health.public_url: a URL like \"https://<hostname>/\"",
             );
             let r = report(false, false, &why);
-            ((Check { ok: false, at, detail: why }, Some(error)), r)
+            (
+                (
+                    Check {
+                        ok: false,
+                        at,
+                        detail: why,
+                    },
+                    Some(error),
+                ),
+                r,
+            )
         }
     }
 }

@@ -19,7 +19,9 @@ const MAX_BODY: usize = 64 * 1024;
 #[derive(Debug)]
 pub enum Outcome {
     /// The hub answered through the public path.
-    Works { status: u16 },
+    Works {
+        status: u16,
+    },
     Failed(Failure),
 }
 
@@ -51,11 +53,7 @@ pub async fn check(t: &Target, timeout: Duration) -> Outcome {
         Err(_) => {
             return Outcome::Failed(unreachable(
                 "public_timeout",
-                format!(
-                    "{} did not answer within {}ms",
-                    t.url,
-                    timeout.as_millis()
-                ),
+                format!("{} did not answer within {}ms", t.url, timeout.as_millis()),
             ));
         }
         Ok(Err(e)) => {
@@ -161,7 +159,11 @@ fn client(timeout: Duration, accept_invalid_certs: bool) -> Result<reqwest::Clie
         .connect_timeout(timeout)
         .timeout(timeout)
         .tls_danger_accept_invalid_certs(accept_invalid_certs)
-        .user_agent(concat!("hubkeeper/", env!("CARGO_PKG_VERSION"), " public-path check"))
+        .user_agent(concat!(
+            "hubkeeper/",
+            env!("CARGO_PKG_VERSION"),
+            " public-path check"
+        ))
         .build()
         .map_err(|e| Failure {
             problem: Problem {
@@ -224,7 +226,10 @@ mod tests {
         assert_eq!(classify(401, b""), Verdict::Works);
         assert_eq!(classify(503, b"hub busy"), Verdict::Works);
         assert_eq!(
-            classify(530, b"<title>example.com | 1033: Cloudflare Tunnel error</title>"),
+            classify(
+                530,
+                b"<title>example.com | 1033: Cloudflare Tunnel error</title>"
+            ),
             Verdict::TunnelError
         );
         assert_eq!(

@@ -20,8 +20,8 @@
 
 use super::probe;
 use crate::health::PublicReport;
-use std::sync::Arc;
 use hubkeeper_base::task::join_some;
+use std::sync::Arc;
 
 pub use probe::Probe;
 
@@ -635,7 +635,10 @@ impl Actor {
             self.publish(|v| {
                 v.problem = Some(Problem {
                     code,
-                    message: format!("{why}; the next restart is held back for {}s (cooldown)", left.as_secs()),
+                    message: format!(
+                        "{why}; the next restart is held back for {}s (cooldown)",
+                        left.as_secs()
+                    ),
                     hint,
                 })
             });

@@ -161,7 +161,9 @@ async fn route(tunnel: &Tunnel, req: Request<Incoming>) -> Response<Full<Bytes>>
     let connected = tunnel.ready_connections().is_some_and(|n| n > 0);
     let (response, via) = match config.fault {
         Fault::Hang => {
-            tunnel.control.event("edge", &format!("path={path} status=hang"));
+            tunnel
+                .control
+                .event("edge", &format!("path={path} status=hang"));
             return std::future::pending().await;
         }
         Fault::TunnelError => (error_1xxx(&host, 1033), "fault"),
@@ -178,7 +180,10 @@ async fn route(tunnel: &Tunnel, req: Request<Incoming>) -> Response<Full<Bytes>>
     };
     tunnel.control.event(
         "edge",
-        &format!("path={path} status={} via={via}", response.status().as_u16()),
+        &format!(
+            "path={path} status={} via={via}",
+            response.status().as_u16()
+        ),
     );
     response
 }
