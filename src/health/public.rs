@@ -56,6 +56,13 @@ pub async fn check(t: &Target, timeout: Duration) -> Outcome {
                 format!("{} did not answer within {}ms", t.url, timeout.as_millis()),
             ));
         }
+        // reqwest's own timeout (the same length) may fire first.
+        Ok(Err(e)) if e.is_timeout() => {
+            return Outcome::Failed(unreachable(
+                "public_timeout",
+                format!("{} did not answer within {}ms", t.url, timeout.as_millis()),
+            ));
+        }
         Ok(Err(e)) => {
             return Outcome::Failed(unreachable(
                 "public_unreachable",
