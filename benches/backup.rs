@@ -556,6 +556,8 @@ fn start_hub(stack: &Stack, hub_id: &str, backup_extra: &str) -> Result<Daemon> 
         }
         cfg = cfg.replace(from, &to);
     }
+    // The public-path check goes through the stand-in's edge to testkit's hub.
+    support::stack::write_edge(&sdir, &cfg);
     let cache = stack.cache();
     let d = Daemon::spawn(
         dir,

@@ -459,14 +459,19 @@ fn start_managed() -> Result<Running, String> {
             "{BASE}enabled = true\nmode = \"managed\"\nhub_id = \"hub-bench\"\n\
              [managed]\nurl = \"{}\"\ntoken_file = \"control-token\"\naccount_id = \"acct-bench\"\n\
              license_id = \"lic-bench\"\nrequested_subdomain = \"bench\"\n\
-             [tunnel]\ncloudflared = \"{}\"\nmetrics = \"127.0.0.1:{}\"\n\
+             [tunnel]\ncloudflared = \"{}\"\nmetrics = \"127.0.0.1:{}\"\norigin = \"{}\"\n\
              [health]\ninterval = \"20s\"\ndns_resolver = \"{}\"\n\
+             public_url = \"http://127.0.0.1:{}/\"\n\
              [backup]\nenabled = false\n",
             control.url,
             STANDIN.display(),
             free_port(),
-            testkit::dns::hub_test_zone().addr
+            testkit::stack::hub_origin().url,
+            testkit::dns::hub_test_zone().addr,
+            free_port(),
         );
+        // The public-path check goes through the stand-in's edge to testkit's hub.
+        testkit::stack::write_edge(&standin_dir, &config);
         let notify = NotifySocket::bind(dir.path())?;
         let path = notify.env_value()?;
         let sdir = standin_dir

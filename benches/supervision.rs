@@ -40,7 +40,13 @@
 //!    service: the config is saved with `enabled = false` (a temp file renamed over
 //!    it, as editors do) and the time from the rename to the stand-in's `sigterm`
 //!    event is measured; then it is re-enabled and `state` waited for to be `ready`
-//!    again, ten times.
+//!    again, ten times;
+//! 6. public path: a hubkeeper with a stored enrollment runs a healthy stand-in whose
+//!    "edge" proxies to a hub on loopback; the edge is switched to answer 530 (error
+//!    1033) while `/ready` stays green, and the time from that switch to the next
+//!    cloudflared `start` is measured (`restart_after_failed_probes` failed public
+//!    checks at `health.interval`, then the stop and the restart delay), five times,
+//!    each after the wedge cooldown has passed.
 //!
 //! For the crash phases hubkeeper needs no control service: its secrets directory is
 //! seeded with a stored enrollment (`enrollment.json` + `tunnel-token`), from which
@@ -210,6 +216,11 @@ fn main() -> Result<()> {
     section("config edit -> SIGTERM reaching cloudflared (healthy stand-in)");
     let toggle = toggle_phase(&work.path().join("toggle"), plan.toggles);
     if let Err(e) = &toggle {
+        println!("  FAILED: {e:#}");
+    }
+
+    section("broken public path (edge answers 530/1033, /ready green) -> cloudflared restarted");
+    if let Err(e) = public_phase(&work.path().join("public"), if plan.quick { 2 } else { 5 }) {
         println!("  FAILED: {e:#}");
     }
 
@@ -793,6 +804,8 @@ struct HubDir {
     control_token: PathBuf,
     /// The DNS health check's resolver (`IP:PORT`, always on loopback).
     dns: String,
+    /// Where the stand-in's edge listens; `health.public_url` points there.
+    edge_port: u16,
 }
 
 impl HubDir {
@@ -836,6 +849,7 @@ impl HubDir {
             control_url: format!("http://{closed}"),
             control_token,
             dns: closed,
+            edge_port: free_port()?,
         })
     }
 
@@ -848,6 +862,7 @@ impl HubDir {
             control_url: stack.control_url.clone(),
             control_token: stack.control_token.clone(),
             dns: stack.dns.addr.to_string(),
+            edge_port: free_port()?,
         })
     }
 
@@ -887,10 +902,12 @@ requested_subdomain = "bench"
 [tunnel]
 cloudflared = "{standin}"
 metrics = "127.0.0.1:{metrics}"
+origin = "{origin}"
 {tunnel_extra}
 [health]
 # On loopback: no DNS query leaves the machine.
 dns_resolver = "{dns}"
+{health_extra}public_url = "http://127.0.0.1:{edge}/"
 
 [backup]
 enabled = false
@@ -900,6 +917,13 @@ enabled = false
             metrics = self.metrics_port,
             dns = self.dns,
             standin = *STANDIN,
+            origin = testkit::stack::hub_origin().url,
+            edge = self.edge_port,
+            health_extra = if tunnel_extra.contains("# public phase") {
+                "interval = \"1s\"\n"
+            } else {
+                ""
+            },
         )
     }
 
@@ -931,6 +955,7 @@ enabled = false
 
     fn start(&self, config: &str) -> Result<Proc> {
         fs::write(self.config_path(), config)?;
+        testkit::stack::write_edge(&self.standin_dir(), config);
         let mut cmd = base_command(HUBKEEPER.as_str(), Some(&self.standin_dir()));
         cmd.arg("run")
             .arg("--config")
@@ -1601,6 +1626,59 @@ fn status(socket: &Path) -> Result<serde_json::Value> {
 }
 
 /// Polls the status until `state` is `want`; returns how long that took.
+/// Phase 6: from breaking the public path at the edge to the next cloudflared start.
+fn public_phase(dir: &Path, trials: usize) -> Result<()> {
+    let hub = HubDir::enrolled_offline(dir)?;
+    behave(&hub.standin_dir(), HEALTHY_BEHAVIOR)?;
+    let log = EventLog::follow(&hub.standin_dir())?;
+    // A short ready_timeout makes the wedge cooldown max(ready_timeout, 5 x interval) = 5 s.
+    let extra = "# public phase\nready_timeout = \"2s\"\n";
+    let cfg = hub.config_text(true, extra);
+    let (interval, failures, cooldown) = (1.0, 3, Duration::from_secs(5));
+    println!(
+        "  health.interval = {interval:.0}s, tunnel.restart_after_failed_probes = {failures} (default), wedge cooldown {} s",
+        cooldown.as_secs()
+    );
+    let mut daemon = hub.start(&cfg)?;
+    let edge = hub.standin_dir().join("edge");
+    let edge_ok = fs::read_to_string(&edge)?;
+    let mut took = Vec::new();
+    for _ in 0..trials {
+        // The stand-in is connected (so /ready is green) before the path breaks.
+        log.wait_count("ready", log.count("start"), Duration::from_secs(20))?;
+        let before = log.count("start");
+        let t0 = Instant::now();
+        let tmp = edge.with_extension("tmp");
+        fs::write(&tmp, format!("{edge_ok}fault = 530\n"))?;
+        fs::rename(&tmp, &edge)?;
+        log.wait_count("start", before + 1, Duration::from_secs(60))?;
+        let start = log
+            .events()
+            .into_iter()
+            .rfind(|e| e.kind == "start")
+            .context("no start event")?;
+        took.push(start.seen.duration_since(t0).as_secs_f64());
+        fs::write(&tmp, &edge_ok)?;
+        fs::rename(&tmp, &edge)?;
+        // Not a guess: the cooldown is a fixed setting, and the next trial must not
+        // fall into it.
+        std::thread::sleep(cooldown);
+        daemon.check_alive()?;
+    }
+    daemon.stop(Duration::from_secs(40))?;
+    let list: Vec<String> = took.iter().map(|x| format!("{x:.2}")).collect();
+    println!(
+        "  edge broken -> new cloudflared started, s: {}",
+        list.join(" ")
+    );
+    let st = stats(took).context("no trials")?;
+    println!(
+        "  broken public path -> restart: p50 {:.2} s, max {:.2} s (health.interval {interval:.0} s x {failures} failures, then stop and restart delay)",
+        st.p50, st.max
+    );
+    Ok(())
+}
+
 fn wait_state(socket: &Path, want: &str, limit: Duration) -> Result<Duration> {
     wait_status(socket, limit, &format!("state {want:?}"), |s| {
         s["state"] == want

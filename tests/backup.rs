@@ -346,6 +346,7 @@ fn rustic_missing_and_overdue_degrade_with_hints_and_retry_with_backoff() {
     );
     let sdir = dir.path().join("standin");
     std::fs::create_dir(&sdir).unwrap();
+    write_edge(&sdir, &cfg);
     let d = Daemon::spawn(
         dir,
         &cfg,
@@ -425,6 +426,7 @@ fn unreadable_files_make_a_partial_backup_with_their_count() {
     let cfg = managed_config(&cs.url, free_port(), "")
         .replace("[backup]\nenabled = false\n", &backup_section(&data, ""));
     std::fs::write(root.join("hk.toml"), &cfg).unwrap();
+    write_edge(&root.join("standin"), &cfg);
     // Everything else belongs to the daemon's user, as the package would arrange.
     chown_tree(&root, NOBODY, &data.join("private.db"));
     let env = [

@@ -398,7 +398,17 @@ fn hubkeeper(config: &Path, args: &[&str], want_code: i32, rules: &Rules) -> Pro
 /// The paths of a testkit daemon's temp dir, as the README shows them on a real host.
 fn daemon_rules(d: &Daemon) -> Rules {
     let dir = d.dir.path();
-    Rules::default()
+    let mut rules = Rules::default();
+    // The public-path check goes to the stand-in's edge on a loopback port; in
+    // production it is the default, the hub's hostname.
+    let config = std::fs::read_to_string(&d.config).unwrap_or_default();
+    if let Some(url) = config.lines().find_map(|l| {
+        l.strip_prefix("public_url = \"")
+            .and_then(|v| v.strip_suffix('"'))
+    }) {
+        rules = rules.literal(url, "https://acme-1.hub.test/");
+    }
+    rules
         .path(&d.config, "/etc/hubkeeper/hubkeeper.toml")
         .path(&d.socket, "/run/hubkeeper/hubkeeper.sock")
         .path(&dir.join("state/secrets"), "/var/lib/hubkeeper/secrets")

@@ -210,6 +210,7 @@ impl Default for Backup {
 pub struct Health {
     pub interval: HumanDuration,
     pub dns_resolver: DnsResolver,
+    pub public_url: PublicUrl,
 }
 
 impl Default for Health {
@@ -217,7 +218,78 @@ impl Default for Health {
         Self {
             interval: HumanDuration::secs(60),
             dns_resolver: DnsResolver::System,
+            public_url: PublicUrl::default(),
         }
+    }
+}
+
+/// `health.public_url`: where the public-path check sends its request, with
+/// `<hostname>` standing for the enrolled hostname (known only after enrollment, so
+/// the template is kept and expanded then).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublicUrl(String);
+
+/// The placeholder that stands for the enrolled hostname.
+pub const HOSTNAME_PLACEHOLDER: &str = "<hostname>";
+
+impl Default for PublicUrl {
+    fn default() -> Self {
+        PublicUrl(format!("https://{HOSTNAME_PLACEHOLDER}/"))
+    }
+}
+
+impl PublicUrl {
+    /// Checks a template; the error says what to write instead.
+    pub fn parse(s: &str) -> Result<PublicUrl, String> {
+        let url = Self::expand_str(s, "hub.example.com")?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(format!(
+                "invalid public_url \"{s}\": the scheme must be https (or http), like \"https://<hostname>/\""
+            ));
+        }
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err(format!(
+                "invalid public_url \"{s}\": it names no host; use \"https://<hostname>/\""
+            ));
+        }
+        // The URL is shown in status details and logs: it must not carry credentials.
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(
+                "invalid public_url: it must not contain a user name or password (it is shown in the status)"
+                    .into(),
+            );
+        }
+        Ok(PublicUrl(s.to_owned()))
+    }
+
+    /// The URL to request for the hub enrolled as `hostname`.
+    pub fn expand(&self, hostname: &str) -> Result<url::Url, String> {
+        Self::expand_str(&self.0, hostname)
+    }
+
+    fn expand_str(template: &str, hostname: &str) -> Result<url::Url, String> {
+        let text = template.replace(HOSTNAME_PLACEHOLDER, hostname);
+        if text.contains(['<', '>']) {
+            return Err(format!(
+                "invalid public_url \"{template}\": the only placeholder is {HOSTNAME_PLACEHOLDER}"
+            ));
+        }
+        url::Url::parse(&text).map_err(|e| {
+            format!(
+                "invalid public_url \"{template}\": {e}; expected a URL like \"https://<hostname>/\""
+            )
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for PublicUrl {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        PublicUrl::parse(&s).map_err(serde::de::Error::custom)
     }
 }
 
@@ -297,4 +369,30 @@ fn default_secrets_dir() -> PathBuf {
 
 fn default_api_base() -> HttpUrl {
     HttpUrl::from_static("https://api.cloudflare.com/client/v4")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn public_url_is_checked_and_expanded() {
+        let d = PublicUrl::default();
+        assert_eq!(d.as_str(), "https://<hostname>/");
+        assert_eq!(
+            d.expand("acme-1.example.com").unwrap().as_str(),
+            "https://acme-1.example.com/"
+        );
+        let u = PublicUrl::parse("http://127.0.0.1:8/health").unwrap();
+        assert_eq!(u.expand("x").unwrap().as_str(), "http://127.0.0.1:8/health");
+        for (bad, says) in [
+            ("ftp://<hostname>/", "scheme"),
+            ("https://user:pw@<hostname>/", "password"),
+            ("https://<host>/", "placeholder"),
+            ("not a url", "expected a URL"),
+        ] {
+            let e = PublicUrl::parse(bad).unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+    }
 }

@@ -85,7 +85,7 @@ pub async fn run(
     let loaded = Arc::new(loaded);
     let (backups, backup_view, backup_task) = Backups::start(store.clone(), engines.clone());
     let (managed, managed_view, managed_task) =
-        Managed::start(loaded.clone(), store, supervisor, engines.clone());
+        Managed::start(loaded.clone(), store, supervisor.clone(), engines.clone());
     let (health, health_view, health_task) = Health::start(engines.clone());
 
     let mut d = Daemon {
@@ -96,6 +96,8 @@ pub async fn run(
         tunnel_view,
         health,
         health_view,
+        supervisor,
+        tunnel_was_running: false,
         backups,
         backup_view,
         pending: JoinSet::new(),
@@ -194,8 +196,14 @@ pub async fn run(
                 d.metrics.set_backup(&d.backup_view.borrow());
                 d.refresh();
             }
-            Ok(()) = d.health_view.changed() => d.refresh(),
-            Ok(()) = d.tunnel_view.changed() => d.refresh(),
+            Ok(()) = d.health_view.changed() => {
+                d.health_changed();
+                d.refresh();
+            }
+            Ok(()) = d.tunnel_view.changed() => {
+                d.tunnel_changed();
+                d.refresh();
+            }
             _ = tick(&mut watchdog) => systemd::watchdog(),
         }
     }
@@ -213,6 +221,7 @@ pub async fn run(
         }
     }
     drop(d.managed);
+    drop(d.supervisor);
     let _ = supervisor_task.await;
     let _ = health_task.await;
     let _ = backup_task.await;
@@ -231,6 +240,12 @@ struct Daemon {
     tunnel_view: watch::Receiver<TunnelView>,
     health: Health,
     health_view: watch::Receiver<HealthView>,
+    /// Public-path results go to the supervisor, which alone knows whether `/ready`
+    /// was green when they failed.
+    supervisor: Supervisor,
+    /// Whether cloudflared was running when the tunnel view last changed: a fresh
+    /// connection gets a fresh public-path check at once.
+    tunnel_was_running: bool,
     backups: Backups,
     backup_view: watch::Receiver<BackupView>,
     /// API requests waiting on another component (rotation, a health-check run).
@@ -260,6 +275,27 @@ impl Daemon {
             health: &self.health_view.borrow(),
             backup: &self.backup_view.borrow(),
         })
+    }
+
+    fn health_changed(&self) {
+        let view = self.health_view.borrow();
+        self.metrics.set_checks(&view);
+        if let Some(r) = &view.public_report {
+            self.supervisor.public_result(r.clone());
+        }
+    }
+
+    fn tunnel_changed(&mut self) {
+        let view = self.tunnel_view.borrow();
+        self.metrics.set_tunnel(&view);
+        let running = view.status.state == crate::status::TunnelState::Running;
+        drop(view);
+        if running && !self.tunnel_was_running {
+            // The last public-path result predates this connection.
+            let (tx, _) = oneshot::channel();
+            self.health.check_now(tx);
+        }
+        self.tunnel_was_running = running;
     }
 
     /// Publishes the composed status; logs and tells systemd when the summary changed.
@@ -419,6 +455,13 @@ impl Daemon {
                 r2: e.r2.clone(),
                 prefix: format!("hubkeeper-health/{hub}/"),
                 keys_since: e.keys_since,
+                public: cfg.health.public_url.expand(&e.hostname).map(|url| {
+                    crate::health::public::Target {
+                        url,
+                        origin: cfg.tunnel.origin.0.clone(),
+                        origin_no_tls_verify: cfg.tunnel.no_tls_verify,
+                    }
+                }),
             }),
             _ => None,
         };

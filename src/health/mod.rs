@@ -1,10 +1,13 @@
-//! Health checks (spec §7, §9): DNS (does the hostname resolve?) and R2 (write, read
-//! back, delete a small object), every `health.interval` and on demand (`POST
-//! /v1/check`). One task owns them: runs never overlap, and they happen off the status
-//! path, so a hung store costs a check, never a `GET /v1/status`. The tunnel's own
-//! check comes from the supervisor's probes.
+//! Health checks (spec §7, §9): DNS (does the hostname resolve?), R2 (write, read
+//! back, delete a small object) and the public path (a request through Cloudflare's
+//! edge), every `health.interval` and on demand (`POST /v1/check`). One task owns them:
+//! runs never overlap, and they happen off the status path, so a hung store costs a
+//! check, never a `GET /v1/status`. The tunnel's own check comes from the supervisor's
+//! probes; the public check's results also go to the supervisor, which decides on a
+//! restart (it alone knows whether `/ready` is green).
 
 pub mod dns;
+pub mod public;
 pub mod r2;
 
 use crate::config::DnsResolver;
@@ -30,6 +33,21 @@ pub struct Targets {
     /// Objects are written under this prefix (`hubkeeper-health/<hub_id>/`).
     pub prefix: String,
     pub keys_since: Option<SystemTime>,
+    /// The public-path check's target, or why the URL could not be built.
+    pub public: Result<public::Target, String>,
+}
+
+/// One public-path result, as the supervisor needs it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PublicReport {
+    /// Counts up with every run, so the same result is never counted twice.
+    pub run: u64,
+    /// When the request was sent: results from before a child was ready are not its.
+    pub sent: tokio::time::Instant,
+    pub ok: bool,
+    /// A failure a cloudflared restart may fix.
+    pub tunnel_at_fault: bool,
+    pub detail: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -44,6 +62,15 @@ pub struct HealthView {
     /// The access key id the last R2 check used: a key rotation is done when a check
     /// with the new key has run.
     pub r2_key_id: Option<String>,
+    pub public: Option<Check>,
+    /// Kept apart from `errors`: the status shows it only when the check ran while the
+    /// tunnel was up (a failure while cloudflared restarts says nothing new).
+    pub public_error: Option<StatusError>,
+    pub public_report: Option<PublicReport>,
+    /// When the public check's request was sent.
+    pub public_sent: Option<SystemTime>,
+    /// How long each check of the last run took, by check name (`dns`, `r2`, `public`).
+    pub durations: Vec<(&'static str, Duration)>,
 }
 
 #[derive(Debug, Clone)]
@@ -64,6 +91,7 @@ impl Health {
             now: now_rx,
             view: view_tx,
             shutdown,
+            runs: 0,
         };
         (
             Health {
@@ -103,6 +131,7 @@ struct Actor {
     now: mpsc::Receiver<oneshot::Sender<()>>,
     view: watch::Sender<HealthView>,
     shutdown: CancellationToken,
+    runs: u64,
 }
 
 impl Actor {
@@ -134,8 +163,9 @@ impl Actor {
             }
             if let Some(t) = targets {
                 // A check can take its full timeouts; shutdown must not wait for it.
+                self.runs += 1;
                 let view = tokio::select! {
-                    v = run_checks(&t) => v,
+                    v = run_checks(&t, self.runs) => v,
                     () = self.shutdown.cancelled() => return,
                 };
                 publish(&self.view, view);
@@ -155,8 +185,9 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
     }
 }
 
-/// One run: DNS and R2 at the same time, each bounded by its own timeouts.
-pub async fn run_checks(t: &Targets) -> HealthView {
+/// One run: DNS, R2 and the public path at the same time, each bounded by its own
+/// timeouts. `run` numbers the run.
+pub async fn run_checks(t: &Targets, run: u64) -> HealthView {
     let dns_timeout = (t.interval / 2).clamp(Duration::from_millis(200), Duration::from_secs(5));
     let r2_limits = r2::Limits {
         connect: Duration::from_secs(5).min(t.interval),
@@ -176,13 +207,35 @@ pub async fn run_checks(t: &Targets) -> HealthView {
         };
         (r, started.elapsed())
     };
-    let ((dns, dns_took), (r2, r2_took)) = tokio::join!(dns, r2);
+    let public_timeout =
+        (t.interval / 2).clamp(Duration::from_millis(200), Duration::from_secs(10));
+    let public_sent = SystemTime::now();
+    let public = async {
+        let sent = tokio::time::Instant::now();
+        let r = match &t.public {
+            Ok(target) => Some(public::check(target, public_timeout).await),
+            Err(_) => None,
+        };
+        (r, sent, sent.elapsed())
+    };
+    let ((dns, dns_took), (r2, r2_took), (public, public_instant, public_took)) =
+        tokio::join!(dns, r2, public);
     let at = SystemTime::now();
     let mut view = HealthView {
         last_run: Some(at),
         r2_key_id: Some(t.r2.access_key_id.clone()),
+        durations: vec![("dns", dns_took), ("r2", r2_took), ("public", public_took)],
         ..HealthView::default()
     };
+    let (check, report) = public_result(t, public, at);
+    view.public = Some(check.0);
+    view.public_sent = Some(public_sent);
+    view.public_error = check.1;
+    view.public_report = Some(PublicReport {
+        run,
+        sent: public_instant,
+        ..report
+    });
     view.dns = Some(match dns {
         Ok(ips) => {
             let list: Vec<String> = ips.iter().map(ToString::to_string).collect();
@@ -227,10 +280,80 @@ pub async fn run_checks(t: &Targets) -> HealthView {
         }
         Err(f) => failed(&mut view, Component::R2, f, at),
     });
-    if let Some(e) = view.errors.first() {
+    if let Some(e) = view.errors.first().or(view.public_error.as_ref()) {
         tracing::warn!("health check failed: {}", e.message);
     }
     view
+}
+
+type PublicCheck = (Check, Option<StatusError>);
+
+/// The public check's result for `checks.public`, `errors[]` (component `tunnel`: the
+/// pinned components have no `public`) and the supervisor.
+fn public_result(
+    t: &Targets,
+    outcome: Option<public::Outcome>,
+    at: SystemTime,
+) -> (PublicCheck, PublicReport) {
+    let report = |ok: bool, tunnel_at_fault: bool, detail: &str| PublicReport {
+        run: 0,
+        sent: tokio::time::Instant::now(),
+        ok,
+        tunnel_at_fault,
+        detail: detail.to_owned(),
+    };
+    let target = match (&t.public, outcome) {
+        (Ok(target), Some(outcome)) => Ok((target, outcome)),
+        (Err(why), _) => Err(why.clone()),
+        (Ok(_), None) => Err("the public-path check did not run".to_owned()),
+    };
+    match target {
+        Ok((target, public::Outcome::Works { status })) => {
+            let detail = format!("{} answered {status} through the public path", target.url);
+            let r = report(true, false, &detail);
+            (
+                (
+                    Check {
+                        ok: true,
+                        at,
+                        detail,
+                    },
+                    None,
+                ),
+                r,
+            )
+        }
+        Ok((_, public::Outcome::Failed(f))) => {
+            let error = f.problem.error(Component::Tunnel);
+            let r = report(false, f.tunnel_at_fault, &f.problem.message);
+            let check = Check {
+                ok: false,
+                at,
+                detail: f.problem.message,
+            };
+            ((check, Some(error)), r)
+        }
+        Err(why) => {
+            let error = StatusError::new(
+                Component::Config,
+                "public_url_invalid",
+                why.clone(),
+                "fix health.public_url: a URL like \"https://<hostname>/\"",
+            );
+            let r = report(false, false, &why);
+            (
+                (
+                    Check {
+                        ok: false,
+                        at,
+                        detail: why,
+                    },
+                    Some(error),
+                ),
+                r,
+            )
+        }
+    }
 }
 
 /// A failed check: its error for `errors[]`, and its result for `checks`.

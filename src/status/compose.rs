@@ -33,6 +33,7 @@ pub fn compose(i: &Inputs<'_>) -> Status {
     s.checks.tunnel = t.check.clone();
     s.checks.dns = i.health.dns.clone();
     s.checks.r2 = i.health.r2.clone();
+    s.checks.public = i.health.public.clone();
     s.last_health_check = i.health.last_run;
     let b = i.backup;
     s.backup = b.status.clone();
@@ -47,6 +48,13 @@ pub fn compose(i: &Inputs<'_>) -> Status {
         s.errors.push(p.error(Component::Tunnel));
     }
     s.errors.extend(i.health.errors.iter().cloned());
+    if let Some(e) = &i.health.public_error {
+        // A failure seen while cloudflared was not connected adds nothing to what the
+        // tunnel's own state says; one seen while it was is news.
+        if public_fresh(i) || e.component == Component::Config {
+            s.errors.push(e.clone());
+        }
+    }
     s.errors.extend(b.errors.iter().cloned());
 
     s.state = match plan {
@@ -63,6 +71,15 @@ pub fn compose(i: &Inputs<'_>) -> Status {
         }
     };
     s
+}
+
+/// Whether the public check ran while the current cloudflared was running.
+fn public_fresh(i: &Inputs<'_>) -> bool {
+    let t = i.tunnel;
+    match (t.status.state, t.status.since, i.health.public_sent) {
+        (TunnelState::Running, Some(since), Some(sent)) => sent >= since,
+        _ => false,
+    }
 }
 
 fn managed_state(i: &Inputs<'_>, s: &Status) -> State {
@@ -86,16 +103,22 @@ fn managed_state(i: &Inputs<'_>, s: &Status) -> State {
     }
     let tunnel_ok =
         t.status.state == TunnelState::Running && t.check.as_ref().is_some_and(|c| c.ok);
-    let checks_failing =
-        blocking(Component::Dns) || blocking(Component::R2) || blocking(Component::Backup);
+    let public_failed = h.public.as_ref().is_some_and(|c| !c.ok);
+    let checks_failing = blocking(Component::Dns)
+        || blocking(Component::R2)
+        || blocking(Component::Backup)
+        || (public_failed && public_fresh(i));
+    // A public failure from before this connection: the fresh check is under way.
+    let public_pending = public_failed && !public_fresh(i);
     // The first checks are not finished: a first start of cloudflared that has not
     // been ready yet, no completed health run, or fresh keys R2 has not accepted yet.
     let first_start = !t.been_ready && t.status.restarts == 0;
-    let first_checks = h.last_run.is_none() || (h.r2_pending && !checks_failing);
+    let first_checks =
+        h.last_run.is_none() || ((h.r2_pending || public_pending) && !checks_failing);
     if !checks_failing && (first_start || (tunnel_ok && first_checks)) {
         return State::Starting;
     }
-    if tunnel_ok && !checks_failing && !h.r2_pending {
+    if tunnel_ok && !checks_failing && !h.r2_pending && !public_pending {
         State::Ready
     } else {
         State::Degraded

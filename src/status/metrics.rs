@@ -22,8 +22,33 @@ pub struct ResultLabel {
     pub result: &'static str,
 }
 
+/// The health checks: `dns`, `r2`, `tunnel`, `public`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CheckLabel {
+    check: &'static str,
+}
+
+/// What found cloudflared wedged: `ready` (its `/ready` probe) or `public` (the
+/// public path while `/ready` was green).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+/// The per-check and wedge families, apart from the rest so each kind of metric keeps
+/// its own block.
+#[derive(Debug, Default)]
+struct CheckMetrics {
+    ok: Family<CheckLabel, Gauge>,
+    duration: Family<CheckLabel, Gauge<f64, AtomicU64>>,
+    wedge_restarts: Family<ReasonLabel, Counter>,
+    /// The supervisor's running totals last seen, to add only what is new.
+    wedge_seen: [AtomicU64; 2],
+}
+
 #[derive(Debug)]
 pub struct Metrics {
+    checks: CheckMetrics,
     registry: Registry,
     started: Instant,
     uptime: Gauge<f64, AtomicU64>,
@@ -93,7 +118,27 @@ impl Metrics {
             "Failed backup runs, in all (kept across restarts)",
             backup_failures.clone(),
         );
+        let checks = CheckMetrics::default();
+        registry.register(
+            "check_ok",
+            "1 when the last run of a health check (dns, r2, tunnel, public) passed, 0 when it failed",
+            checks.ok.clone(),
+        );
+        registry.register(
+            "check_duration_seconds",
+            "How long the last run of a health check took",
+            checks.duration.clone(),
+        );
+        registry.register(
+            "tunnel_wedge_restarts",
+            "cloudflared restarts because it was wedged, by what saw it (ready: its /ready probe; public: the public path while /ready was green)",
+            checks.wedge_restarts.clone(),
+        );
+        for reason in ["ready", "public"] {
+            let _ = checks.wedge_restarts.get_or_create(&ReasonLabel { reason });
+        }
         Self {
+            checks,
             registry,
             started: Instant::now(),
             uptime,
@@ -124,6 +169,54 @@ impl Metrics {
         self.backup_last_bytes_added
             .set(b.last_bytes_added.map_or(0, |n| n as i64));
         self.backup_failures.set(b.failures_total as i64);
+    }
+
+    /// The DNS, R2 and public-path checks' last results.
+    pub fn set_checks(&self, h: &crate::health::HealthView) {
+        for (check, c) in [("dns", &h.dns), ("r2", &h.r2), ("public", &h.public)] {
+            if let Some(c) = c {
+                self.checks
+                    .ok
+                    .get_or_create(&CheckLabel { check })
+                    .set(i64::from(c.ok));
+            }
+        }
+        for (check, took) in &h.durations {
+            self.checks
+                .duration
+                .get_or_create(&CheckLabel { check })
+                .set(took.as_secs_f64());
+        }
+    }
+
+    /// The tunnel's probe result and the wedge restarts.
+    pub fn set_tunnel(&self, t: &crate::tunnel::TunnelView) {
+        let check = "tunnel";
+        if let Some(c) = &t.check {
+            self.checks
+                .ok
+                .get_or_create(&CheckLabel { check })
+                .set(i64::from(c.ok));
+        }
+        if let Some(took) = t.probe_took {
+            self.checks
+                .duration
+                .get_or_create(&CheckLabel { check })
+                .set(took.as_secs_f64());
+        }
+        let totals = [
+            ("ready", t.wedge_restarts.ready),
+            ("public", t.wedge_restarts.public),
+        ];
+        for ((reason, total), seen) in totals.into_iter().zip(&self.checks.wedge_seen) {
+            let before = seen.swap(total, std::sync::atomic::Ordering::Relaxed);
+            if total > before {
+                self.checks
+                    .wedge_restarts
+                    .get_or_create(&ReasonLabel { reason })
+                    .inc_by(total - before);
+            }
+        }
     }
 
     pub fn render(&self, snap: &Snapshot) -> String {
@@ -166,5 +259,43 @@ mod tests {
             "{text}"
         );
         assert!(text.trim_end().ends_with("# EOF"), "{text}");
+    }
+
+    #[test]
+    fn checks_and_wedge_restarts() {
+        let m = Metrics::new();
+        let at = std::time::SystemTime::now();
+        let check = |ok| {
+            Some(crate::status::Check {
+                ok,
+                at,
+                detail: String::new(),
+            })
+        };
+        m.set_checks(&crate::health::HealthView {
+            dns: check(true),
+            r2: check(true),
+            public: check(false),
+            durations: vec![("public", std::time::Duration::from_millis(250))],
+            ..Default::default()
+        });
+        let mut t = crate::tunnel::TunnelView {
+            check: check(true),
+            ..Default::default()
+        };
+        t.wedge_restarts.public = 2;
+        m.set_tunnel(&t);
+        m.set_tunnel(&t);
+        let text = m.render(&Snapshot::new(Status::default()));
+        for line in [
+            "hubkeeper_check_ok{check=\"public\"} 0",
+            "hubkeeper_check_ok{check=\"dns\"} 1",
+            "hubkeeper_check_ok{check=\"tunnel\"} 1",
+            "hubkeeper_check_duration_seconds{check=\"public\"} 0.25",
+            "hubkeeper_tunnel_wedge_restarts_total{reason=\"public\"} 2",
+            "hubkeeper_tunnel_wedge_restarts_total{reason=\"ready\"} 0",
+        ] {
+            assert!(text.contains(line), "{line} missing in:\n{text}");
+        }
     }
 }

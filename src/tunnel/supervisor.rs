@@ -12,9 +12,16 @@
 //! a child that is not ready within `ready_timeout`, or fails
 //! `restart_after_failed_probes` probes in a row, is wedged and restarted, but at most
 //! once per cooldown so a flapping edge cannot cause a restart storm.
+//!
+//! `/ready` cannot see a connector that holds edge connections while requests fail
+//! through them, so the health actor's public-path results come in too: that many
+//! failures in a row (of the kinds a restart may fix) while `/ready` is green wedge the
+//! child the same way, under the same cooldown.
 
 use super::probe;
+use crate::health::PublicReport;
 use hubkeeper_base::task::join_some;
+use std::sync::Arc;
 
 pub use probe::Probe;
 
@@ -40,6 +47,8 @@ pub const STOP_MARGIN: Duration = Duration::from_secs(5);
 const STARTING_PROBE: Duration = Duration::from_millis(250);
 /// Deaths before readiness, in a row, that make a crash loop worth an error.
 const CRASH_LOOP: u32 = 3;
+/// The problem while a restart for a failing public path is held back by the cooldown.
+const PUBLIC_FAILING: &str = "public_path_failing";
 /// cloudflared's exit code for a usage error: retrying cannot help.
 const USAGE_ERROR: i32 = 255;
 
@@ -84,6 +93,26 @@ pub struct TunnelView {
     pub problem: Option<Problem>,
     /// Whether the current child has been ready at least once.
     pub been_ready: bool,
+    /// How long the last `/ready` probe took.
+    pub probe_took: Option<Duration>,
+    /// Restarts of a wedged child, since the daemon started, by what saw it.
+    pub wedge_restarts: WedgeRestarts,
+}
+
+/// Restarts of a wedged child by reason, since the daemon started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WedgeRestarts {
+    /// `/ready` failed (or never turned green within `ready_timeout`).
+    pub ready: u64,
+    /// The public path failed while `/ready` was green.
+    pub public: u64,
+}
+
+/// What made a child wedged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WedgeReason {
+    Ready,
+    Public,
 }
 
 enum Cmd {
@@ -95,6 +124,7 @@ enum Cmd {
 #[derive(Debug, Clone)]
 pub struct Supervisor {
     tx: mpsc::Sender<Cmd>,
+    public: Arc<watch::Sender<Option<PublicReport>>>,
 }
 
 impl std::fmt::Debug for Cmd {
@@ -111,15 +141,36 @@ impl Supervisor {
     pub fn start() -> (Supervisor, watch::Receiver<TunnelView>, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(8);
         let (view_tx, view_rx) = watch::channel(TunnelView::default());
+        let (public_tx, public_rx) = watch::channel(None);
         let actor = Actor {
             rx,
+            public: public_rx,
             view: view_tx,
             spec: None,
             backoff: Backoff::new(Duration::ZERO, Duration::ZERO),
             deaths_before_ready: 0,
             last_wedge_restart: None,
         };
-        (Supervisor { tx }, view_rx, tokio::spawn(actor.run()))
+        (
+            Supervisor {
+                tx,
+                public: Arc::new(public_tx),
+            },
+            view_rx,
+            tokio::spawn(actor.run()),
+        )
+    }
+
+    /// Hands over a public-path result (a newer run replaces an unread older one).
+    pub fn public_result(&self, report: PublicReport) {
+        self.public.send_if_modified(|cur| {
+            if cur.as_ref().is_some_and(|c| c.run >= report.run) {
+                false
+            } else {
+                *cur = Some(report);
+                true
+            }
+        });
     }
 
     /// Runs `spec`: starts cloudflared, or restarts it if its inputs changed.
@@ -139,6 +190,7 @@ impl Supervisor {
 
 struct Actor {
     rx: mpsc::Receiver<Cmd>,
+    public: watch::Receiver<Option<PublicReport>>,
     view: watch::Sender<TunnelView>,
     spec: Option<TunnelSpec>,
     backoff: Backoff,
@@ -429,7 +481,11 @@ impl Actor {
         let mut ready_since: Option<Instant> = None;
         let mut failures: u32 = 0;
         let mut next_probe = Instant::now() + STARTING_PROBE.min(spec.probe_interval);
-        let mut probe: Option<JoinHandle<Probe>> = None;
+        let mut probe: Option<JoinHandle<(Probe, Duration)>> = None;
+        // Public-path failures in a row, counted only while `/ready` is green.
+        let mut public_failures: u32 = 0;
+        // Results from before this child are not its own.
+        self.public.borrow_and_update();
 
         loop {
             let ready_for = ready_since.map(|t| t.elapsed());
@@ -444,7 +500,8 @@ impl Actor {
                 }
                 res = join_some(probe.as_mut()), if probe.is_some() => {
                     probe = None;
-                    let result = res.unwrap_or(Probe::NoAnswer { reason: "the probe task failed".into() });
+                    let (result, took) = res.unwrap_or((Probe::NoAnswer { reason: "the probe task failed".into() }, Duration::ZERO));
+                    self.publish(|v| v.probe_took = Some(took));
                     let check = Check { ok: result.is_ready(), at: SystemTime::now(), detail: result.detail() };
                     if let Probe::Ready { connections } = result {
                         failures = 0;
@@ -461,7 +518,10 @@ impl Actor {
                             v.status.ready_connections = Some(connections);
                             v.check = Some(check);
                             v.been_ready = true;
-                            v.problem = None;
+                            // A green /ready says nothing about the public path.
+                            if v.problem.as_ref().is_none_or(|p| p.code != PUBLIC_FAILING) {
+                                v.problem = None;
+                            }
                         });
                     } else {
                         self.publish(|v| {
@@ -473,7 +533,7 @@ impl Actor {
                             tracing::warn!(failures, "{}", result.detail());
                             if failures >= spec.failures_to_restart {
                                 let why = format!("{failures} failed /ready probes in a row; last: {}", result.detail());
-                                if let Some(end) = self.restart_wedged(&mut child, &spec, why, ready_for).await {
+                                if let Some(end) = self.restart_wedged(&mut child, &spec, why, ready_for, WedgeReason::Ready).await {
                                     return end;
                                 }
                             }
@@ -487,12 +547,44 @@ impl Actor {
                 }
                 () = sleep_until(next_probe), if probe.is_none() => {
                     let (addr, timeout) = (spec.metrics, spec.probe_timeout());
-                    probe = Some(tokio::spawn(probe::probe(addr, timeout)));
+                    probe = Some(tokio::spawn(async move {
+                        let sent = Instant::now();
+                        let p = probe::probe(addr, timeout).await;
+                        (p, sent.elapsed())
+                    }));
                     next_probe = Instant::now() + spec.probe_interval;
+                }
+                Ok(()) = self.public.changed() => {
+                    let report = self.public.borrow_and_update().clone();
+                    let Some(report) = report else { continue };
+                    // Only results sent while this child was ready and its last
+                    // /ready probe was green say something /ready cannot.
+                    let green = ready_since.is_some_and(|t| report.sent >= t) && failures == 0;
+                    if report.ok {
+                        self.publish(|v| {
+                            if v.problem.as_ref().is_some_and(|p| p.code == PUBLIC_FAILING) {
+                                v.problem = None;
+                            }
+                        });
+                    }
+                    if !green || report.ok || !report.tunnel_at_fault {
+                        public_failures = 0;
+                        continue;
+                    }
+                    public_failures += 1;
+                    tracing::warn!(public_failures, "the public path fails while cloudflared's /ready is green: {}", report.detail);
+                    if public_failures >= spec.failures_to_restart {
+                        let why = format!("{public_failures} failed public-path checks in a row while /ready was green; last: {}", report.detail);
+                        if let Some(p) = probe.take() { p.abort(); }
+                        if let Some(end) = self.restart_wedged(&mut child, &spec, why, ready_for, WedgeReason::Public).await {
+                            return end;
+                        }
+                    }
                 }
                 () = sleep_until(ready_deadline), if ready_since.is_none() => {
                     if let Some(p) = probe.take() { p.abort(); }
                     let why = format!("not ready within tunnel.ready_timeout ({})", humantime::format_duration(spec.ready_timeout));
+                    self.publish(|v| v.wedge_restarts.ready += 1);
                     self.stop_child(&mut child, spec.grace).await;
                     return End::Wedged { why, ready_for: None };
                 }
@@ -525,20 +617,38 @@ impl Actor {
         spec: &TunnelSpec,
         why: String,
         ready_for: Option<Duration>,
+        reason: WedgeReason,
     ) -> Option<End> {
         let cooldown = spec.wedge_cooldown();
         if let Some(last) = self.last_wedge_restart.filter(|t| t.elapsed() < cooldown) {
-            let left = cooldown - last.elapsed();
+            let left = cooldown.saturating_sub(last.elapsed());
+            let (code, hint) = match reason {
+                WedgeReason::Ready => (
+                    "tunnel_not_ready",
+                    "cloudflared keeps losing the Cloudflare edge: check the host's network and outbound port 7844",
+                ),
+                WedgeReason::Public => (
+                    PUBLIC_FAILING,
+                    "requests through Cloudflare keep failing although cloudflared says it is connected, also after a restart: check the tunnel's ingress (tunnel.origin), cloudflared's lines in the journal, and Cloudflare's status page",
+                ),
+            };
             self.publish(|v| {
                 v.problem = Some(Problem {
-                    code: "tunnel_not_ready",
-                    message: format!("{why}; the next restart is held back for {}s (cooldown)", left.as_secs()),
-                    hint: "cloudflared keeps losing the Cloudflare edge: check the host's network and outbound port 7844",
+                    code,
+                    message: format!(
+                        "{why}; the next restart is held back for {}s (cooldown)",
+                        left.as_secs()
+                    ),
+                    hint,
                 })
             });
             return None;
         }
         self.last_wedge_restart = Some(Instant::now());
+        self.publish(|v| match reason {
+            WedgeReason::Ready => v.wedge_restarts.ready += 1,
+            WedgeReason::Public => v.wedge_restarts.public += 1,
+        });
         self.stop_child(child, spec.grace).await;
         Some(End::Wedged { why, ready_for })
     }

@@ -1,5 +1,6 @@
 //! How tests steer the stand-in and watch it, through `$CLOUDFLARED_STANDIN_DIR`:
-//! `behavior` (read by the stand-in) and `events.log` (appended by it).
+//! `behavior` and `edge` (read by the stand-in; `edge` is described in `edge.rs`) and
+//! `events.log` (appended by it).
 //!
 //! The environment variable is the channel because hubkeeper passes its environment to
 //! cloudflared (minus NOTIFY_SOCKET and WATCHDOG_*), so a test can steer the stand-in
@@ -141,6 +142,11 @@ impl Control {
                 .filter(|d| !d.is_empty())
                 .map(PathBuf::from),
         }
+    }
+
+    /// The control directory, if tests gave one.
+    pub fn dir(&self) -> Option<&std::path::Path> {
+        self.dir.as_deref()
     }
 
     /// Reads `behavior`; no directory or no file means the defaults.

@@ -15,6 +15,9 @@
 //! - signals: the first SIGTERM/SIGINT drains (at most the grace period) and exits 0;
 //!   a second one during the drain kills the process, as cloudflared's handler is gone;
 //! - `READY=1` to `$NOTIFY_SOCKET` once connected, and cloudflared's log format;
+//! - an "edge" listener standing for Cloudflare's edge in front of the tunnel, when the
+//!   control directory has an `edge` file (see `edge`): it proxies to the origin and
+//!   answers 502/530 like Cloudflare when the path is broken;
 //! - never exiting on its own once started, unless told to crash.
 //!
 //! Tests steer and observe it through `$CLOUDFLARED_STANDIN_DIR` (see `control`).
@@ -25,6 +28,7 @@
 mod cli;
 mod control;
 mod credentials;
+mod edge;
 mod log;
 mod metrics_server;
 mod tunnel;
@@ -187,6 +191,32 @@ async fn run(args: &RunArgs, tunnel: Arc<Tunnel>) -> i32 {
             .map_or_else(|_| args.metrics.clone(), |a| a.to_string());
         log::info(&format!("Starting metrics server on {bound}/metrics"), &[]);
         tokio::spawn(metrics_server::serve(listener, tunnel.clone()));
+        match edge::EdgeConfig::load(&tunnel.control) {
+            Ok(Some(edge::EdgeConfig {
+                listen: Some(addr), ..
+            })) => match tokio::net::TcpListener::bind(&addr).await {
+                Ok(l) => {
+                    log::info(
+                        &format!("cloudflared-standin: edge listening on {addr}"),
+                        &[],
+                    );
+                    tokio::spawn(edge::serve(l, tunnel.clone()));
+                }
+                Err(e) => {
+                    log::error(
+                        "cloudflared-standin: cannot listen as the edge",
+                        &[("address", &addr), ("error", &e.to_string())],
+                    );
+                    return 1;
+                }
+            },
+            Ok(_) => {}
+            Err(e) => {
+                log::plain(&format!("cloudflared-standin: {e}"));
+                tunnel.control.event("behavior_error", "at=start");
+                return EXIT_BAD_BEHAVIOR;
+            }
+        }
         let t = tunnel.clone();
         tokio::spawn(async move { t.connect_when_due().await });
     }

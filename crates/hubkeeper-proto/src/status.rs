@@ -190,6 +190,8 @@ pub struct Checks {
     pub dns: Option<Check>,
     pub r2: Option<Check>,
     pub tunnel: Option<Check>,
+    /// A request through Cloudflare's edge to `health.public_url`.
+    pub public: Option<Check>,
 }
 
 /// The whole status object served at `GET /v1/status`. Every key is always present;
@@ -292,7 +294,7 @@ mod tests {
         ] {
             assert!(v["backup"].get(k).is_some(), "missing backup.{k}");
         }
-        for k in ["dns", "r2", "tunnel"] {
+        for k in ["dns", "r2", "tunnel", "public"] {
             assert!(v["checks"].get(k).is_some(), "missing checks.{k}");
         }
         assert_eq!(v["state"], "disabled");

@@ -195,6 +195,21 @@ impl Standin {
             .collect()
     }
 
+    /// Sets the edge's fault switch (`none`, `502`, `530`, `1016`, `hang`), keeping
+    /// where it listens and proxies to.
+    pub fn edge_fault(&self, fault: &str) {
+        let path = self.dir.join("edge");
+        let kept: String = std::fs::read_to_string(&path)
+            .unwrap()
+            .lines()
+            .filter(|l| !l.starts_with("fault"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let tmp = self.dir.join("edge.tmp");
+        std::fs::write(&tmp, format!("{kept}fault = {fault}\n")).unwrap();
+        std::fs::rename(&tmp, path).unwrap();
+    }
+
     pub fn of(&self, kind: &str) -> Vec<Event> {
         self.events()
             .into_iter()
@@ -203,16 +218,93 @@ impl Standin {
     }
 }
 
-/// Config for a daemon in managed mode against `url`, running the stand-in.
+/// Config for a daemon in managed mode against `url`, running the stand-in. The hub
+/// is [`hub_origin`]; the public-path check goes through the stand-in's edge on a port
+/// of its own (see [`edge_file`]).
 pub fn managed_config(url: &str, metrics_port: u16, extra_tunnel: &str) -> String {
     format!(
         "{BASE}enabled = true\nmode = \"managed\"\nhub_id = \"hub-1\"\n\
 [managed]\nurl = \"{url}\"\ntoken_file = \"control-token\"\naccount_id = \"acct-1\"\nlicense_id = \"lic-1\"\nrequested_subdomain = \"acme\"\nrequest_timeout = \"2s\"\n\
-[tunnel]\ncloudflared = \"{standin}\"\nmetrics = \"127.0.0.1:{metrics_port}\"\ngrace_period = \"3s\"\nready_timeout = \"10s\"\nrestart_after_failed_probes = 2\nbackoff_initial = \"200ms\"\nbackoff_max = \"800ms\"\n{extra_tunnel}\
-[health]\ninterval = \"1s\"\ndns_resolver = \"{}\"\n[backup]\nenabled = false\n",
+[tunnel]\ncloudflared = \"{standin}\"\nmetrics = \"127.0.0.1:{metrics_port}\"\norigin = \"{origin}\"\ngrace_period = \"3s\"\nready_timeout = \"10s\"\nrestart_after_failed_probes = 2\nbackoff_initial = \"200ms\"\nbackoff_max = \"800ms\"\n{extra_tunnel}\
+[health]\ninterval = \"1s\"\ndns_resolver = \"{}\"\npublic_url = \"http://127.0.0.1:{edge_port}/\"\n[backup]\nenabled = false\n",
         super::dns::hub_test_zone().addr,
-        standin = STANDIN.display()
+        standin = STANDIN.display(),
+        origin = hub_origin().url,
+        edge_port = free_port(),
     )
+}
+
+/// The stand-in's `edge` file for a config made by [`managed_config`]: the edge listens
+/// where `health.public_url` points and proxies to `tunnel.origin`.
+pub fn edge_file(config: &str) -> String {
+    let value = |key: &str| {
+        config
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{key} = \"")))
+            .and_then(|v| v.strip_suffix('"'))
+            .unwrap_or_else(|| panic!("no {key} in the config"))
+            .to_owned()
+    };
+    let public = value("public_url");
+    let listen = public
+        .strip_prefix("http://")
+        .and_then(|r| r.split('/').next())
+        .expect("an http public_url");
+    format!("listen = {listen}\norigin = {}\n", value("origin"))
+}
+
+/// Writes the edge file into a stand-in directory (see [`edge_file`]).
+pub fn write_edge(standin_dir: &Path, config: &str) {
+    std::fs::write(standin_dir.join("edge"), edge_file(config)).unwrap();
+}
+
+/// A stand-in hub on loopback, shared by the tests of a process: `/` answers 200,
+/// anything else 404 (a hub's own "not found" is still a working public path).
+pub struct HubOrigin {
+    pub url: String,
+    pub requests: Arc<Mutex<usize>>,
+}
+
+pub fn hub_origin() -> &'static HubOrigin {
+    static HUB: std::sync::OnceLock<HubOrigin> = std::sync::OnceLock::new();
+    HUB.get_or_init(|| {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let requests = Arc::new(Mutex::new(0));
+        let count = requests.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                let count = count.clone();
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(conn.try_clone().unwrap());
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).is_err() {
+                        return;
+                    }
+                    loop {
+                        let mut h = String::new();
+                        if reader.read_line(&mut h).is_err() || h == "\r\n" || h.is_empty() {
+                            break;
+                        }
+                    }
+                    *count.lock().unwrap() += 1;
+                    let path = line.split(' ').nth(1).unwrap_or("/");
+                    let (status, body) = if path == "/" {
+                        ("200 OK", "the hub\n")
+                    } else {
+                        ("404 Not Found", "no such page on the hub\n")
+                    };
+                    let resp = format!(
+                        "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = conn.write_all(resp.as_bytes());
+                });
+            }
+        });
+        HubOrigin { url, requests }
+    })
 }
 
 /// Starts a daemon in managed mode against `url`; returns it with its stand-in dir.
@@ -224,6 +316,9 @@ pub fn start_managed(config: &str, behavior: &str) -> (Daemon, Standin) {
     std::fs::create_dir(&sdir).unwrap();
     let standin = Standin { dir: sdir.clone() };
     standin.behave(behavior);
+    if config.contains("public_url = \"http://") {
+        write_edge(&sdir, config);
+    }
     let d = Daemon::spawn(
         dir,
         config,
