@@ -156,3 +156,125 @@ fn hostile_peers_filling_the_permits_cannot_starve_others() {
         || idle.iter().all(closed_by_peer),
     );
 }
+
+fn mkfifo(p: &Path) {
+    nix::unistd::mkfifo(p, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+}
+
+/// Runs the CLI with `args`, killing it if it has not exited within 10 s (a read
+/// that blocks on a FIFO would otherwise hang the test): (exit code, stderr).
+fn cli_within_deadline(args: &[&str]) -> (i32, String) {
+    let mut child = std::process::Command::new(&*BIN)
+        .args(args)
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let end = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if Instant::now() > end {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("hubkeeper {args:?} did not exit within 10s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    (status.code().unwrap_or(-1), err)
+}
+
+fn managed(token_file: &str) -> String {
+    format!(
+        "enabled = true\nmode = \"managed\"\nhub_id = \"hub-1\"\n[managed]\nurl = \"http://127.0.0.1:9\"\naccount_id = \"a\"\nlicense_id = \"l\"\ntoken_file = \"{token_file}\"\n"
+    )
+}
+
+#[test]
+fn a_config_replaced_by_a_fifo_does_not_block_the_daemon() {
+    let d = Daemon::start("");
+    std::fs::remove_file(&d.config).unwrap();
+    mkfifo(&d.config);
+    d.signal(nix::sys::signal::Signal::SIGHUP);
+    // The event loop still answers (this waits on the loop) within the raw client's
+    // 10 s read timeout, and says what is wrong with the config.
+    let r = post(&d.socket, "/v1/check");
+    assert!(r.status < 500 || r.status == 503, "{}", r.text());
+    let st = d.wait_status("the FIFO to be reported as a config error", |s| {
+        s.to_string().contains("is a FIFO, not a regular file")
+    });
+    assert_eq!(
+        st["state"], "disabled",
+        "the last good config stays: {st:#}"
+    );
+    let mut d = d;
+    d.signal(nix::sys::signal::Signal::SIGTERM);
+    let st = d.wait_exit();
+    assert!(st.success(), "{st:?}; log:\n{}", d.log());
+}
+
+#[test]
+fn check_config_and_run_refuse_a_fifo_config() {
+    let d = open_tempdir();
+    let p = d.path().join("hk.toml");
+    mkfifo(&p);
+    for verb in ["check-config", "run"] {
+        let (code, err) = cli_within_deadline(&[verb, "--config", p.to_str().unwrap()]);
+        assert_eq!(code, 78, "{verb}: {err}");
+        assert!(
+            err.contains(p.to_str().unwrap()) && err.contains("is a FIFO, not a regular file"),
+            "{verb}: {err}"
+        );
+    }
+}
+
+#[test]
+fn token_files_that_are_not_regular_files_are_config_errors() {
+    let d = open_tempdir();
+    mkfifo(&d.path().join("fifo-token"));
+    let p = d.path().join("hk.toml");
+    for (token, what) in [
+        ("fifo-token", "is a FIFO, not a regular file"),
+        ("/dev/zero", "is a character device, not a regular file"),
+    ] {
+        std::fs::write(&p, managed(token)).unwrap();
+        let (code, err) = cli_within_deadline(&["check-config", "--config", p.to_str().unwrap()]);
+        assert_eq!(code, 78, "{err}");
+        assert!(
+            err.contains("managed.token_file") && err.contains(token) && err.contains(what),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn huge_config_and_token_files_are_refused_unread() {
+    let d = open_tempdir();
+    // Sparse: 1 GiB that costs nothing on disk, and would cost 1 GiB to read whole.
+    let huge = d.path().join("huge");
+    std::fs::File::create(&huge)
+        .unwrap()
+        .set_len(1 << 30)
+        .unwrap();
+    let (code, err) = cli_within_deadline(&["check-config", "--config", huge.to_str().unwrap()]);
+    assert_eq!(code, 78, "{err}");
+    assert!(err.contains("larger than"), "{err}");
+    let p = d.path().join("hk.toml");
+    std::fs::write(&p, managed("huge")).unwrap();
+    let (code, err) = cli_within_deadline(&["check-config", "--config", p.to_str().unwrap()]);
+    assert_eq!(code, 78, "{err}");
+    assert!(
+        err.contains("managed.token_file") && err.contains("larger than"),
+        "{err}"
+    );
+}

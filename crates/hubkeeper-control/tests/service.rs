@@ -823,3 +823,57 @@ fn an_unauthenticated_peer_that_never_reads_cannot_starve_others() {
         || hostile.iter().all(std::thread::JoinHandle::is_finished),
     );
 }
+
+/// Runs the service on `cfg`, killing it if it has not exited within 10 s (a read
+/// that blocks on a FIFO would hang the test): (exit code, stderr).
+fn run_within_deadline(cfg: &Path) -> (Option<i32>, String) {
+    let mut child = command(cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let end = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if Instant::now() > end {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("hubkeeper-control did not exit within 10s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    (status.code(), err)
+}
+
+#[test]
+fn a_fifo_config_or_token_file_exits_78_at_once() {
+    let s3 = s3();
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = |p: &Path| {
+        nix::unistd::mkfifo(p, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    };
+    let cfg = dir.path().join("control.toml");
+    fifo(&cfg);
+    let (code, err) = run_within_deadline(&cfg);
+    assert_eq!(code, Some(78), "{err}");
+    assert!(err.contains("is a FIFO, not a regular file"), "{err}");
+
+    std::fs::remove_file(&cfg).unwrap();
+    std::fs::write(&cfg, config_text(free_port(), &s3, "")).unwrap();
+    fifo(&dir.path().join("control-token"));
+    let (code, err) = run_within_deadline(&cfg);
+    assert_eq!(code, Some(78), "{err}");
+    assert!(
+        err.contains("token_file") && err.contains("is a FIFO, not a regular file"),
+        "{err}"
+    );
+}
