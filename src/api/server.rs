@@ -47,7 +47,7 @@ pub async fn run(
     let opts = serve::Options {
         name: "socket",
         max_connections: limits.max_connections,
-        header_read_timeout: limits.request_timeout,
+        request_timeout: limits.request_timeout,
         drain: DRAIN,
     };
     let per_connection = |stream: &UnixStream| {

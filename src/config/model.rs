@@ -333,10 +333,12 @@ impl Default for Disable {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Api {
-    /// Connections served at once; more wait in the listen backlog.
+    /// Connections served at once; more wait in the listen backlog. One uid may hold
+    /// at most three quarters of them.
     pub max_connections: u32,
     /// A client must send a whole request (headers and body) within this time; an
-    /// idle keep-alive connection is closed after it too.
+    /// idle keep-alive connection, or one whose client stops reading an answer, is
+    /// closed after it too.
     pub request_timeout: HumanDuration,
 }
 

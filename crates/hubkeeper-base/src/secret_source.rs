@@ -2,6 +2,7 @@
 //! (`$CREDENTIALS_DIRECTORY/<name>`, from `LoadCredential=`). Never inline.
 
 use crate::Secret;
+use crate::config::{ReadError, read_regular_file};
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -21,6 +22,11 @@ pub enum SourceError {
         program()
     )]
     Unreadable { path: PathBuf, source: io::Error },
+    #[error(
+        "cannot read {}: {problem}: put the secret in a regular file (or a systemd credential)",
+        path.display()
+    )]
+    NotAFile { path: PathBuf, problem: ReadError },
     #[error("{} is empty: put the secret in it", path.display())]
     Empty { path: PathBuf },
 }
@@ -68,10 +74,21 @@ pub fn read_secret(
     read_secret_file(&path)
 }
 
+/// The most a secret file may hold; tokens and keys are well under 1 KiB.
+const MAX_SECRET_BYTES: u64 = 64 * 1024;
+
+/// Blocking, but bounded: only a regular file of at most 64 KiB is read, and nothing
+/// at the path (a FIFO with no writer) can make the open wait.
 pub fn read_secret_file(path: &Path) -> Result<Secret, SourceError> {
-    let raw = std::fs::read(path).map_err(|source| SourceError::Unreadable {
-        path: path.to_path_buf(),
-        source,
+    let raw = read_regular_file(path, MAX_SECRET_BYTES).map_err(|e| match e {
+        ReadError::Io(source) => SourceError::Unreadable {
+            path: path.to_path_buf(),
+            source,
+        },
+        problem => SourceError::NotAFile {
+            path: path.to_path_buf(),
+            problem,
+        },
     })?;
     // A secret that is not UTF-8 is unusable in any header or file we write; say so
     // without echoing bytes.

@@ -754,3 +754,126 @@ fn an_absurd_retention_is_refused_and_a_sane_one_then_completes_the_disable() {
     assert_eq!(r.status, 200, "{}; log:\n{}", r.text(), c.log());
     assert_eq!(c.status("hub-r").json()["enabled"], false);
 }
+
+/// A TCP connection to the service from `source` (another loopback address is
+/// another peer).
+fn connect_from(source: [u8; 4], port: u16) -> TcpStream {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, SockaddrIn, bind, connect, socket};
+    use std::os::fd::AsRawFd;
+    let fd = socket(
+        AddressFamily::Inet,
+        SockType::Stream,
+        SockFlag::empty(),
+        None,
+    )
+    .unwrap();
+    let [a, b, c, d] = source;
+    bind(fd.as_raw_fd(), &SockaddrIn::new(a, b, c, d, 0)).unwrap();
+    connect(fd.as_raw_fd(), &SockaddrIn::new(127, 0, 0, 1, port)).unwrap();
+    TcpStream::from(fd)
+}
+
+#[test]
+fn an_unauthenticated_peer_that_never_reads_cannot_starve_others() {
+    let s3 = s3();
+    let c = Control::start_with(&s3, "max_connections = 4\nrequest_timeout = \"2s\"\n");
+    // 127.0.0.2 takes every permit, pipelining requests without a token and never
+    // reading the 401s. The writer threads end when the service closes them.
+    let hostile: Vec<_> = (0..4)
+        .map(|_| {
+            let mut s = connect_from([127, 0, 0, 2], c.port);
+            std::thread::spawn(move || {
+                let chunk =
+                    b"GET /v1/managed-cloudflare/status?hub_id=h HTTP/1.1\r\nHost: c\r\n\r\n"
+                        .repeat(200);
+                while s.write_all(&chunk).is_ok() {}
+            })
+        })
+        .collect();
+    // An authorised call from 127.0.0.1 is answered, well before the 2 s in which
+    // the stalled ones are cut off.
+    let started = Instant::now();
+    let mut honest = connect_from([127, 0, 0, 1], c.port);
+    honest
+        .set_read_timeout(Some(Duration::from_secs(2 + 3)))
+        .unwrap();
+    honest
+        .write_all(
+            format!(
+                "GET /v1/managed-cloudflare/status?hub_id=h HTTP/1.1\r\nHost: c\r\n\
+                 Authorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+    let mut got = Vec::new();
+    let _ = honest.read_to_end(&mut got);
+    let r = support::parse_response(&got).unwrap_or_else(|| {
+        panic!(
+            "no answer within {:?} while an unauthenticated peer holds the permits; log:\n{}",
+            started.elapsed(),
+            c.log()
+        )
+    });
+    assert_eq!(r.status, 404, "{}", r.text());
+    assert_eq!(error_code(&r), "unknown_hub");
+    support::wait_for(
+        Duration::from_secs(10),
+        "the service to close every connection of the peer that does not read",
+        || hostile.iter().all(std::thread::JoinHandle::is_finished),
+    );
+}
+
+/// Runs the service on `cfg`, killing it if it has not exited within 10 s (a read
+/// that blocks on a FIFO would hang the test): (exit code, stderr).
+fn run_within_deadline(cfg: &Path) -> (Option<i32>, String) {
+    let mut child = command(cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let end = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if Instant::now() > end {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("hubkeeper-control did not exit within 10s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    (status.code(), err)
+}
+
+#[test]
+fn a_fifo_config_or_token_file_exits_78_at_once() {
+    let s3 = s3();
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = |p: &Path| {
+        nix::unistd::mkfifo(p, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    };
+    let cfg = dir.path().join("control.toml");
+    fifo(&cfg);
+    let (code, err) = run_within_deadline(&cfg);
+    assert_eq!(code, Some(78), "{err}");
+    assert!(err.contains("is a FIFO, not a regular file"), "{err}");
+
+    std::fs::remove_file(&cfg).unwrap();
+    std::fs::write(&cfg, config_text(free_port(), &s3, "")).unwrap();
+    fifo(&dir.path().join("control-token"));
+    let (code, err) = run_within_deadline(&cfg);
+    assert_eq!(code, Some(78), "{err}");
+    assert!(
+        err.contains("token_file") && err.contains("is a FIFO, not a regular file"),
+        "{err}"
+    );
+}

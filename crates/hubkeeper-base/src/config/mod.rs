@@ -11,5 +11,5 @@ pub mod values;
 
 pub use diagnostic::{ConfigError, Diagnostic};
 pub use duration::HumanDuration;
-pub use file::{credentials_dir_from_env, read_config_file};
+pub use file::{ReadError, credentials_dir_from_env, read_config_file, read_regular_file};
 pub use values::{HttpUrl, LogLevel, NonEmpty};

@@ -58,7 +58,7 @@ pub async fn run<S: Store, P: Provisioner>(
     let opts = serve::Options {
         name: "control",
         max_connections: state.limits.max_connections,
-        header_read_timeout: state.limits.request_timeout,
+        request_timeout: state.limits.request_timeout,
         drain: DRAIN,
     };
     let per_connection = |_: &TcpStream| {
