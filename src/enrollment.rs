@@ -27,6 +27,10 @@ pub struct Enrollment {
     #[serde(with = "exposed")]
     pub r2_secret_access_key: Secret,
     pub enrolled_at: String,
+    /// When the R2 keys were last rotated (RFC 3339); absent until the first rotation.
+    /// `r2.rotate_every` counts from it, or from `enrolled_at`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keys_rotated_at: Option<String>,
     /// Absent in files written before hubkeeper recorded it: such an enrollment is taken
     /// to be for the hub the config names.
     #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
@@ -100,6 +104,7 @@ pub fn save(
             r2_access_key_id: r.r2_access_key_id.clone(),
             r2_secret_access_key: r.r2_secret_access_key.clone(),
             enrolled_at: crate::status::rfc3339(now),
+            keys_rotated_at: None,
             made_for: Some(made_for),
         },
         tunnel_token: r.tunnel_token.clone(),
@@ -114,10 +119,12 @@ pub fn update_keys(
     store: &SecretsStore,
     stored: &Stored,
     keys: &RotateKeysResponse,
+    now: SystemTime,
 ) -> Result<Stored, StoreError> {
     let mut next = stored.clone();
     next.enrollment.r2_access_key_id = keys.r2_access_key_id.clone();
     next.enrollment.r2_secret_access_key = keys.r2_secret_access_key.clone();
+    next.enrollment.keys_rotated_at = Some(crate::status::rfc3339(now));
     write_enrollment(store, &next.enrollment)?;
     Ok(next)
 }
@@ -229,10 +236,15 @@ mod tests {
                 r2_access_key_id: "AK2".into(),
                 r2_secret_access_key: Secret::new("SK2"),
             },
+            SystemTime::UNIX_EPOCH,
         )
         .unwrap();
         assert_eq!(load(&store).unwrap().unwrap(), rotated);
         assert_eq!(rotated.enrollment.r2_access_key_id, "AK2");
+        assert_eq!(
+            rotated.enrollment.keys_rotated_at.as_deref(),
+            Some("1970-01-01T00:00:00Z")
+        );
 
         store.write("rustic/password", b"pw").unwrap();
         remove_cloudflare_secrets(&store).unwrap();

@@ -434,6 +434,12 @@ fn enroll_503s_are_retried_until_it_works() {
     let s = d.wait_status("enrolled after the 503s", tunnel_up_with_r2_unreachable);
     assert_eq!(s["hostname"], "acme-1.hub.test");
     assert!(srv.count("/enroll") >= 4);
+    let metrics = get(&d.socket, "/metrics").text();
+    assert!(
+        metrics
+            .contains("hubkeeper_control_request_failures_total{code=\"control_server_error\"} 3"),
+        "{metrics}"
+    );
     // Each failure was reported while it lasted, with the service's own message.
     assert!(
         d.log()
@@ -910,4 +916,34 @@ fn huge_answers_and_messages_from_the_control_service_are_capped() {
     );
     assert!(!d.log().contains('\u{1b}'));
     assert!(d.log().len() < 256 * 1024, "log is {} bytes", d.log().len());
+}
+
+#[test]
+fn keys_due_for_rotation_are_rotated_on_schedule() {
+    let cs = ControlService::start();
+    let (mut d, _st) = start_enabled(&cs, "");
+    d.signal(Signal::SIGTERM);
+    d.wait_exit();
+    let path = secrets(&d).join("enrollment.json");
+    let mut e: serde_json::Value = serde_json::from_str(&read(&path)).unwrap();
+    let old_key = e["r2_access_key_id"].clone();
+    // Last rotated long ago: with rotate_every, due at once after the restart.
+    e["keys_rotated_at"] = "2000-01-01T00:00:00Z".into();
+    std::fs::write(&path, e.to_string()).unwrap();
+    let cfg = std::fs::read_to_string(&d.config).unwrap() + "[r2]\nrotate_every = \"90d\"\n";
+    std::fs::write(&d.config, cfg).unwrap();
+    let d = restart(d);
+    wait_for(Duration::from_secs(30), "the scheduled rotation", || {
+        let e: serde_json::Value = serde_json::from_str(&read(&path)).unwrap();
+        e["r2_access_key_id"] != old_key
+    });
+    let e: serde_json::Value = serde_json::from_str(&read(&path)).unwrap();
+    let at = e["keys_rotated_at"].as_str().unwrap();
+    assert!(at.starts_with("20") && at > "2026", "{at}");
+    assert!(
+        cs.log_text().contains("R2 keys rotated"),
+        "{}",
+        cs.log_text()
+    );
+    d.wait_status("ready with the new keys", ready);
 }

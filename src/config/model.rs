@@ -159,12 +159,15 @@ impl Default for Tunnel {
 #[serde(deny_unknown_fields, default)]
 pub struct R2 {
     pub force_path_style: bool,
+    /// Rotate the R2 keys this long after they were made (off when absent).
+    pub rotate_every: Option<HumanDuration>,
 }
 
 impl Default for R2 {
     fn default() -> Self {
         Self {
             force_path_style: true,
+            rotate_every: None,
         }
     }
 }

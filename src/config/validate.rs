@@ -140,6 +140,17 @@ pub fn validate(cfg: &Config) -> Vec<(String, String)> {
         }
     }
 
+    if cfg
+        .r2
+        .rotate_every
+        .is_some_and(|d| d.get() < Duration::from_secs(3600))
+    {
+        bad(
+            "r2.rotate_every",
+            "must be at least 1h: R2 can take a minute to accept new keys, and each rotation is a call to the control service (90d is a common choice)".into(),
+        );
+    }
+
     if cfg.disable.retention_days > MAX_RETENTION_DAYS {
         bad(
             "disable.retention_days",

@@ -189,6 +189,7 @@ pub async fn run(
                 }
             }
             Ok(()) = d.managed_view.changed() => {
+                d.metrics.set_managed(&d.managed_view.borrow());
                 d.update_targets();
                 d.refresh();
             }

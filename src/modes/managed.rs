@@ -21,6 +21,7 @@ use crate::tunnel::supervisor::{Supervisor, TunnelSpec};
 use hubkeeper_base::backoff::{Backoff, jitter};
 use hubkeeper_proto::control::{DisableRequest, EnrollRequest};
 use hubkeeper_proto::time::parse_rfc3339;
+use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 use std::os::unix::fs::MetadataExt;
 use std::sync::Arc;
@@ -57,6 +58,8 @@ pub struct ManagedView {
     pub note: Option<String>,
     /// True while enroll is being tried for the first time (no answer yet).
     pub enrolling: bool,
+    /// Failed control-service requests since the daemon started, by error code.
+    pub control_failures: BTreeMap<&'static str, u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -240,6 +243,8 @@ impl Engine {
             .run(tunnel_spec(cfg, &self.store, &stored))
             .await;
 
+        let mut rotate_at = scheduled_rotation(cfg, &stored);
+        let mut rotate_backoff = Backoff::new(RETRY_INITIAL, RETRY_MAX);
         loop {
             tokio::select! {
                 () = self.shutdown.cancelled() => return Next::Shutdown,
@@ -253,8 +258,28 @@ impl Engine {
                         stored = next.clone();
                         let updated = info(cfg, &stored, Some(SystemTime::now()));
                         self.publish(|v| v.enrollment = Some(updated));
+                        rotate_at = scheduled_rotation(cfg, &stored);
                     }
                     let _ = reply.send(result.map(|s| s.enrollment.r2_access_key_id));
+                }
+                () = sleep_until(rotate_at), if rotate_at.is_some() => {
+                    tracing::info!("the R2 keys are due for rotation (r2.rotate_every)");
+                    match self.rotate_keys(plan, &client, &stored).await {
+                        Ok(next) => {
+                            stored = next;
+                            let updated = info(cfg, &stored, Some(SystemTime::now()));
+                            self.publish(|v| v.enrollment = Some(updated));
+                            rotate_at = scheduled_rotation(cfg, &stored);
+                            rotate_backoff = Backoff::new(RETRY_INITIAL, RETRY_MAX);
+                        }
+                        // The old keys still work: try again later, without alarming
+                        // the status (the log and the failure metric say it).
+                        Err(_) => {
+                            rotate_at = Some(
+                                tokio::time::Instant::now() + jitter(rotate_backoff.next_delay()),
+                            );
+                        }
+                    }
                 }
             }
         }
@@ -303,6 +328,7 @@ impl Engine {
                 }
                 Err(e) => {
                     tracing::warn!("enroll failed: {e}");
+                    self.count_failure(&e);
                     self.set_error(StatusError::new(
                         Component::Enroll,
                         e.code(),
@@ -330,8 +356,9 @@ impl Engine {
         tracing::info!(hub_id, "rotating R2 keys");
         let keys = client.rotate_keys(hub_id).await.inspect_err(|e| {
             tracing::warn!("key rotation failed, the old keys stay in force: {e}");
+            self.count_failure(e);
         })?;
-        let next = enrollment::update_keys(&self.store, stored, &keys)
+        let next = enrollment::update_keys(&self.store, stored, &keys, SystemTime::now())
             .map_err(|e| RotateError::Store(e.to_string()))?;
         tracing::info!(access_key_id = %next.enrollment.r2_access_key_id, "R2 keys rotated");
         Ok(next)
@@ -461,6 +488,7 @@ impl Engine {
                 Ok(_) => break,
                 Err(e) => {
                     tracing::warn!("disable not confirmed yet: {e}");
+                    self.count_failure(&e);
                     let note = format!("disable pending since {}: {e}; retrying", pending.since);
                     self.set_error(StatusError::new(
                         Component::Control,
@@ -605,6 +633,11 @@ impl Engine {
         self.idle().await
     }
 
+    /// One more failed control-service request, by its `errors[].code`.
+    fn count_failure(&self, e: &ControlError) {
+        self.publish(|v| *v.control_failures.entry(e.code()).or_default() += 1);
+    }
+
     fn set_error(&self, e: StatusError) {
         self.publish(|v| {
             v.enrolling = false;
@@ -629,6 +662,33 @@ fn retry_delay(backoff: &mut Backoff, failure: Option<&ControlError>) -> Duratio
     failure
         .and_then(ControlError::retry_after)
         .unwrap_or_else(|| jitter(backoff.next_delay()))
+}
+
+/// When `r2.rotate_every` next asks for new keys: that long after the last rotation (or
+/// the enrollment), at once when that is past. `None` when rotation is off.
+fn scheduled_rotation(cfg: &Config, s: &Stored) -> Option<tokio::time::Instant> {
+    let every = cfg.r2.rotate_every?.get();
+    let e = &s.enrollment;
+    let since = e
+        .keys_rotated_at
+        .as_deref()
+        .and_then(parse_rfc3339)
+        .or_else(|| parse_rfc3339(&e.enrolled_at))
+        .unwrap_or_else(SystemTime::now);
+    // Never later than one period from now: a date in the future (a clock that was
+    // wrong, a hand-edited file) must not postpone rotation for years.
+    let due_in = (since + every)
+        .duration_since(SystemTime::now())
+        .unwrap_or(Duration::ZERO)
+        .min(every);
+    Some(tokio::time::Instant::now() + due_in)
+}
+
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Whom the enrollment on disk belongs to, compared with the config in force.

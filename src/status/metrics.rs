@@ -35,6 +35,22 @@ struct ReasonLabel {
     reason: &'static str,
 }
 
+/// A control-service error code (`control_unreachable`, `control_server_error`, ...).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CodeLabel {
+    code: &'static str,
+}
+
+/// The tunnel's own figures, derived from the supervisor's view.
+#[derive(Debug, Default)]
+struct TunnelMetrics {
+    state: Family<StateLabel, Gauge>,
+    restarts: Counter,
+    ready_connections: Gauge,
+    /// The supervisor's restart count last seen: it is per run, so a drop starts over.
+    restarts_seen: AtomicU64,
+}
+
 /// The per-check and wedge families, apart from the rest so each kind of metric keeps
 /// its own block.
 #[derive(Debug, Default)]
@@ -49,6 +65,10 @@ struct CheckMetrics {
 #[derive(Debug)]
 pub struct Metrics {
     checks: CheckMetrics,
+    tunnel: TunnelMetrics,
+    control_failures: Family<CodeLabel, Counter>,
+    /// The managed engine's running totals last seen, by code.
+    control_failures_seen: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
     registry: Registry,
     started: Instant,
     uptime: Gauge<f64, AtomicU64>,
@@ -137,8 +157,33 @@ impl Metrics {
         for reason in ["ready", "public"] {
             let _ = checks.wedge_restarts.get_or_create(&ReasonLabel { reason });
         }
+        let tunnel = TunnelMetrics::default();
+        registry.register(
+            "tunnel_state",
+            "1 for cloudflared's current state (starting, running, backoff, stopping, stopped, fatal)",
+            tunnel.state.clone(),
+        );
+        registry.register(
+            "tunnel_restarts",
+            "cloudflared restarts after a crash or a wedge",
+            tunnel.restarts.clone(),
+        );
+        registry.register(
+            "tunnel_ready_connections",
+            "Edge connections cloudflared reported at its last /ready probe",
+            tunnel.ready_connections.clone(),
+        );
+        let control_failures = Family::<CodeLabel, Counter>::default();
+        registry.register(
+            "control_request_failures",
+            "Failed requests to the control service, by error code (as in errors[].code)",
+            control_failures.clone(),
+        );
         Self {
             checks,
+            tunnel,
+            control_failures,
+            control_failures_seen: Default::default(),
             registry,
             started: Instant::now(),
             uptime,
@@ -189,8 +234,42 @@ impl Metrics {
         }
     }
 
+    /// Failed control-service requests, from the managed engine's running totals.
+    pub fn set_managed(&self, m: &crate::modes::managed::ManagedView) {
+        let Ok(mut seen) = self.control_failures_seen.lock() else {
+            return;
+        };
+        for (&code, &total) in &m.control_failures {
+            let before = seen.insert(code, total).unwrap_or(0);
+            if total > before {
+                self.control_failures
+                    .get_or_create(&CodeLabel { code })
+                    .inc_by(total - before);
+            }
+        }
+    }
+
     /// The tunnel's probe result and the wedge restarts.
     pub fn set_tunnel(&self, t: &crate::tunnel::TunnelView) {
+        for s in crate::status::TunnelState::ALL {
+            self.tunnel
+                .state
+                .get_or_create(&StateLabel { state: s.as_str() })
+                .set(i64::from(t.status.state == s));
+        }
+        self.tunnel
+            .ready_connections
+            .set(i64::from(t.status.ready_connections.unwrap_or(0)));
+        let total = t.status.restarts;
+        let before = self
+            .tunnel
+            .restarts_seen
+            .swap(total, std::sync::atomic::Ordering::Relaxed);
+        if total > before {
+            self.tunnel.restarts.inc_by(total - before);
+        } else if total < before {
+            self.tunnel.restarts.inc_by(total);
+        }
         let check = "tunnel";
         if let Some(c) = &t.check {
             self.checks
@@ -294,6 +373,37 @@ mod tests {
             "hubkeeper_check_duration_seconds{check=\"public\"} 0.25",
             "hubkeeper_tunnel_wedge_restarts_total{reason=\"public\"} 2",
             "hubkeeper_tunnel_wedge_restarts_total{reason=\"ready\"} 0",
+        ] {
+            assert!(text.contains(line), "{line} missing in:\n{text}");
+        }
+    }
+
+    #[test]
+    fn tunnel_state_restarts_and_control_failures() {
+        let m = Metrics::new();
+        let mut t = crate::tunnel::TunnelView::default();
+        t.status.state = crate::status::TunnelState::Running;
+        t.status.ready_connections = Some(4);
+        t.status.restarts = 3;
+        m.set_tunnel(&t);
+        m.set_tunnel(&t);
+        // A new run starts its count over: the counter keeps growing.
+        t.status.restarts = 1;
+        m.set_tunnel(&t);
+        let mut v = crate::modes::managed::ManagedView::default();
+        v.control_failures.insert("control_server_error", 2);
+        m.set_managed(&v);
+        v.control_failures.insert("control_server_error", 5);
+        v.control_failures.insert("control_timeout", 1);
+        m.set_managed(&v);
+        let text = m.render(&Snapshot::new(Status::default()));
+        for line in [
+            "hubkeeper_tunnel_state{state=\"running\"} 1",
+            "hubkeeper_tunnel_state{state=\"backoff\"} 0",
+            "hubkeeper_tunnel_ready_connections 4",
+            "hubkeeper_tunnel_restarts_total 4",
+            "hubkeeper_control_request_failures_total{code=\"control_server_error\"} 5",
+            "hubkeeper_control_request_failures_total{code=\"control_timeout\"} 1",
         ] {
             assert!(text.contains(line), "{line} missing in:\n{text}");
         }

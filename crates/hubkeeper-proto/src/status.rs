@@ -121,6 +121,28 @@ pub enum TunnelState {
     Fatal,
 }
 
+impl TunnelState {
+    pub const ALL: [TunnelState; 6] = [
+        TunnelState::Starting,
+        TunnelState::Running,
+        TunnelState::Backoff,
+        TunnelState::Stopping,
+        TunnelState::Stopped,
+        TunnelState::Fatal,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TunnelState::Starting => "starting",
+            TunnelState::Running => "running",
+            TunnelState::Backoff => "backoff",
+            TunnelState::Stopping => "stopping",
+            TunnelState::Stopped => "stopped",
+            TunnelState::Fatal => "fatal",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TunnelStatus {
     pub state: TunnelState,
