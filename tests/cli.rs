@@ -326,7 +326,10 @@ fn a_wrong_url_is_reported_beside_the_keys_its_section_lacks() {
 fn a_key_rotation_more_often_than_hourly_is_a_config_error() {
     let (code, _, err) = check("[r2]\nrotate_every = \"5m\"\n");
     assert_eq!(code, 78, "{err}");
-    assert!(err.contains("r2.rotate_every: must be at least 1h"), "{err}");
+    assert!(
+        err.contains("r2.rotate_every: must be at least 1h"),
+        "{err}"
+    );
     let (code, _, err) = check("[r2]\nrotate_every = \"90d\"\n");
     assert_eq!(code, 0, "{err}");
 }

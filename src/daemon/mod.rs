@@ -23,6 +23,7 @@ use crate::status::{self, Component, Snapshot, Status, StatusError, StatusTx};
 use crate::tunnel::supervisor::{Supervisor, TunnelView};
 use hubkeeper_base::logging::LogControl;
 use hubkeeper_base::systemd;
+use hubkeeper_base::task::{ActorDied, Actors};
 use hyper::StatusCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -52,6 +53,8 @@ pub enum DaemonError {
     Socket(#[from] BindError),
     #[error("cannot start: {0}")]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    ActorDied(#[from] ActorDied),
 }
 
 /// Options for [`run`].
@@ -127,7 +130,15 @@ pub async fn run(
         request_timeout: cfg.api.request_timeout.get(),
     };
     let api_stop = CancellationToken::new();
-    let api = tokio::spawn(server::run(listener, ctx, policy, limits, api_stop.clone()));
+    let mut actors = Actors::default();
+    actors.add("managed-mode", managed_task);
+    actors.add("tunnel supervisor", supervisor_task);
+    actors.add("health", health_task);
+    actors.add("backup", backup_task);
+    actors.add(
+        "socket API",
+        tokio::spawn(server::run(listener, ctx, policy, limits, api_stop.clone())),
+    );
 
     let summary = d.status_tx.borrow().status.summary();
     tracing::info!(
@@ -158,9 +169,18 @@ pub async fn run(
         i
     });
 
+    let mut died = None;
     loop {
         tokio::select! {
             () = shutdown.cancelled() => break,
+            // Each actor runs until shutdown: one that ends has failed, and a daemon
+            // missing a part must not go on looking healthy. It stops (non-zero, so
+            // systemd restarts it) and says which part died and how.
+            d = actors.first_exit() => {
+                tracing::error!("{d}; stopping so that the service manager restarts hubkeeper");
+                died = Some(d);
+                break;
+            }
             _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); break }
             _ = sigint.recv() => { tracing::info!("SIGINT: shutting down"); break }
             _ = sighup.recv() => {
@@ -213,22 +233,30 @@ pub async fn run(
     // cloudflared gets its SIGTERM and grace period while the socket still answers
     // (state "stopping"); the socket goes last.
     engines.cancel();
-    let mut managed_task = managed_task;
-    loop {
-        tokio::select! {
-            _ = &mut managed_task => break,
-            Ok(()) = d.tunnel_view.changed() => d.refresh(),
-            _ = tick(&mut watchdog) => systemd::watchdog(),
+    if let Some(mut managed_task) = actors.take("managed-mode") {
+        loop {
+            tokio::select! {
+                _ = &mut managed_task => break,
+                Ok(()) = d.tunnel_view.changed() => d.refresh(),
+                _ = tick(&mut watchdog) => systemd::watchdog(),
+            }
         }
     }
     drop(d.managed);
     drop(d.supervisor);
-    let _ = supervisor_task.await;
-    let _ = health_task.await;
-    let _ = backup_task.await;
+    for name in ["tunnel supervisor", "health", "backup"] {
+        if let Some(t) = actors.take(name) {
+            let _ = t.await;
+        }
+    }
     api_stop.cancel();
-    let _ = api.await;
+    if let Some(api) = actors.take("socket API") {
+        let _ = api.await;
+    }
     drop(socket_guard);
+    if let Some(d) = died {
+        return Err(d.into());
+    }
     tracing::info!("hubkeeper stopped");
     Ok(())
 }
