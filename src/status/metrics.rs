@@ -408,4 +408,47 @@ mod tests {
             assert!(text.contains(line), "{line} missing in:\n{text}");
         }
     }
+
+    #[test]
+    fn the_example_alert_rules_name_only_metrics_that_exist() {
+        let rules = include_str!("../../contrib/prometheus/hubkeeper-alerts.yml");
+        // Labelled families show once they have a sample.
+        let m = Metrics::new();
+        m.count_reload("refused");
+        let check = Some(crate::status::Check {
+            ok: true,
+            at: std::time::SystemTime::now(),
+            detail: String::new(),
+        });
+        m.set_checks(&crate::health::HealthView {
+            public: check,
+            ..Default::default()
+        });
+        let mut v = crate::modes::managed::ManagedView::default();
+        v.control_failures.insert("control_timeout", 1);
+        m.set_managed(&v);
+        m.set_tunnel(&crate::tunnel::TunnelView::default());
+        let text = m.render(&Snapshot::new(Status::default()));
+        let families: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split(' ').next())
+            .collect();
+        let mut named = 0;
+        for word in rules.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+            let Some(_) = word.strip_prefix("hubkeeper_") else {
+                continue;
+            };
+            named += 1;
+            let family = ["_total", "_info"]
+                .iter()
+                .find_map(|s| word.strip_suffix(s))
+                .unwrap_or(word);
+            assert!(
+                families.contains(&family),
+                "{word} is not a metric the daemon exposes: {families:?}"
+            );
+        }
+        assert!(named >= 10, "{named}");
+    }
 }
