@@ -591,3 +591,175 @@ fn rustic_runs_niced_and_with_its_own_oom_score() {
         std::fs::read_to_string(format!("/proc/{}/oom_score_adj", d.child.id())).unwrap();
     assert_eq!(daemon_adj.trim(), "300");
 }
+
+/// A stand-in rustic from a shell script: `body` runs after it records its process
+/// group (`$$`: rustic leads its own group) in `<dir>/groups`, one line per run.
+fn fake_rustic(dir: &Path, body: &str) -> PathBuf {
+    let fake = dir.join("rustic");
+    std::fs::write(
+        &fake,
+        format!(
+            "#!/bin/sh\necho $$ >> {}\n{body}\n",
+            dir.join("groups").display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    fake
+}
+
+fn fake_hub(dir: &Path, fake: &Path, extra: &str) -> (ControlService, Daemon) {
+    let cs = ControlService::start();
+    let section = format!(
+        "[backup]\nenabled = true\nrustic = \"{}\"\npaths = [\"{}\"]\ninterval = \"1h\"\n{extra}",
+        fake.display(),
+        dir.display()
+    );
+    let cfg =
+        managed_config(&cs.url, free_port(), "").replace("[backup]\nenabled = false\n", &section);
+    let (d, _st) = start_managed(&cfg, "");
+    (cs, d)
+}
+
+/// The process groups the stand-in rustic ran in, oldest first.
+fn groups(dir: &Path) -> Vec<i32> {
+    std::fs::read_to_string(dir.join("groups"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+/// Live (not zombie) processes in process group `pgid`.
+fn group_members(pgid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        // After the command name's closing parenthesis: state, ppid, pgrp.
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+            continue;
+        };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        if f.len() > 2 && f[0] != "Z" && f[2].parse() == Ok(pgid) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// Issue 8: a rustic that exits but leaves a background process holding its stdout
+/// kept the backup "running" past `backup.timeout` (the run waited for the pipe to
+/// close, outside the deadline), every `POST /v1/backup` answered 409, and SIGTERM
+/// hung. The deadline covers the pipes, and the whole group is killed.
+#[test]
+fn a_background_process_holding_rustics_stdout_ends_at_the_timeout_and_dies_with_the_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = fake_rustic(dir.path(), "sleep 1000 &\nexit 0");
+    let (_cs, mut d) = fake_hub(dir.path(), &fake, "timeout = \"3s\"\n");
+    let s = d.wait_status_within(Duration::from_secs(60), "the timeout", |s| {
+        s["backup"]["state"] == "failed"
+    });
+    assert!(
+        s["backup"]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("backup_timeout"),
+        "{s:#}"
+    );
+    let first = groups(dir.path())[0];
+    wait_for(
+        Duration::from_secs(40),
+        "the first group to be gone",
+        || group_members(first).is_empty(),
+    );
+    // Not stuck "running": a new backup is accepted.
+    let r = post(&d.socket, "/v1/backup");
+    assert_eq!(r.status, 202, "{}", r.text());
+    wait_for(Duration::from_secs(20), "the second run", || {
+        groups(dir.path()).len() >= 2 && !group_members(groups(dir.path())[1]).is_empty()
+    });
+    let second = groups(dir.path())[1];
+    // SIGTERM during a run whose background process holds the pipe.
+    d.signal(Signal::SIGTERM);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let pid = d.pid();
+    std::thread::spawn(move || {
+        // Polls /proc: the test thread keeps `d` to read the exit status after.
+        while Path::new(&format!("/proc/{pid}")).exists()
+            && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .unwrap_or_default()
+                .contains(") Z ")
+        {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = tx.send(());
+    });
+    rx.recv_timeout(Duration::from_secs(45))
+        .expect("the daemon to exit after SIGTERM");
+    let status = d.wait_exit();
+    assert!(status.success(), "{status:?}\n{}", d.log());
+    wait_for(
+        Duration::from_secs(10),
+        "the second group to be gone",
+        || group_members(second).is_empty(),
+    );
+}
+
+/// Issue 8: rustic's stdout was read whole into memory. A flood with no newline ends
+/// the run with a clear failure once over the cap, and the daemon's memory stays
+/// bounded.
+#[test]
+fn a_rustic_flooding_stdout_fails_cleanly_with_bounded_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    // The first run fails at once; once `flood` exists, a run prints 64 MiB without a
+    // newline and exits 0 as a rustic that "succeeded".
+    let fake = fake_rustic(
+        dir.path(),
+        &format!(
+            "[ -e {} ] || exit 3\nhead -c 67108864 /dev/zero | tr '\\0' x\nexit 0",
+            dir.path().join("flood").display()
+        ),
+    );
+    let (_cs, d) = fake_hub(dir.path(), &fake, "");
+    d.wait_status_within(Duration::from_secs(60), "the first run", |s| {
+        s["backup"]["state"] == "failed"
+    });
+    let pid = d.pid().as_raw();
+    // Resets the peak (VmHWM) to the current RSS: the flood's peak is measured alone.
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").unwrap();
+    let before = testkit::procfs::Memory::read(pid).unwrap();
+    std::fs::write(dir.path().join("flood"), "").unwrap();
+    assert_eq!(post(&d.socket, "/v1/backup").status, 202);
+    let s = d.wait_status_within(Duration::from_secs(90), "the flood's failure", |s| {
+        groups(dir.path()).len() >= 2
+            && s["backup"]["state"] == "failed"
+            && s["backup"]["last_error"].to_string().contains("stdout")
+    });
+    let err = s["backup"]["last_error"].as_str().unwrap();
+    assert!(err.contains("backup_failed"), "{s:#}");
+    let after = testkit::procfs::Memory::read(pid).unwrap();
+    let grown_kib = after.vm_hwm.saturating_sub(before.vm_rss);
+    eprintln!(
+        "daemon RSS before {} KiB, peak {} KiB during a 64 MiB flood",
+        before.vm_rss, after.vm_hwm
+    );
+    assert!(
+        grown_kib < 24 * 1024,
+        "the daemon's peak RSS grew by {grown_kib} KiB"
+    );
+    assert!(
+        s["errors"].to_string().len() < 16 * 1024,
+        "the flood is not copied into errors[]"
+    );
+    wait_for(
+        Duration::from_secs(40),
+        "the flood's group to be gone",
+        || group_members(groups(dir.path())[1]).is_empty(),
+    );
+}

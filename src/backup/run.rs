@@ -66,6 +66,8 @@ pub enum RunError {
     },
     #[error("the backup was stopped before it finished")]
     Stopped,
+    #[error("rustic {step} printed more than {} on stdout, which is no summary; it was stopped", humantime_bytes(*.cap))]
+    Flood { step: &'static str, cap: usize },
     #[error("rustic backup printed no snapshot ({0})")]
     NoSnapshot(String),
 }
@@ -126,7 +128,9 @@ impl RunError {
             RunError::Missing(_) => FailureKind::RusticMissing,
             RunError::Spawn { .. } => FailureKind::RusticSpawnFailed,
             RunError::Failed { step: "forget", .. } => FailureKind::BackupRetentionFailed,
-            RunError::Failed { .. } | RunError::NoSnapshot(_) => FailureKind::BackupFailed,
+            RunError::Failed { .. } | RunError::NoSnapshot(_) | RunError::Flood { .. } => {
+                FailureKind::BackupFailed
+            }
             RunError::TimedOut { .. } => FailureKind::BackupTimeout,
             RunError::Stopped => FailureKind::BackupStopped,
         }
@@ -141,6 +145,7 @@ pub async fn run(inv: &Invocation, stop: &CancellationToken) -> Result<Success, 
         inv,
         "backup",
         &["backup", "--init", "--json"],
+        Stdout::Json,
         deadline,
         stop,
     )
@@ -153,7 +158,15 @@ pub async fn run(inv: &Invocation, stop: &CancellationToken) -> Result<Success, 
         warnings = out.warnings,
         "backup saved"
     );
-    step(inv, "forget", &["forget", "--prune"], deadline, stop).await?;
+    step(
+        inv,
+        "forget",
+        &["forget", "--prune"],
+        Stdout::Drop,
+        deadline,
+        stop,
+    )
+    .await?;
     let wall = started.elapsed();
     tracing::info!(
         snapshot = %snapshot.id,
@@ -172,10 +185,31 @@ struct StepOut {
     warnings: usize,
 }
 
+/// What a step's stdout is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stdout {
+    /// Kept (up to [`STDOUT_CAP`]) and parsed: `backup --json`'s summary.
+    Json,
+    /// Drained and dropped: nothing there is needed, and a pipe nobody reads blocks.
+    Drop,
+}
+
+/// The most of rustic's stdout kept: a `backup --json` summary is a few KiB, so more
+/// than this is not a summary, and memory must not grow with whatever a child prints.
+pub const STDOUT_CAP: usize = 1 << 20;
+
+/// How a step ended before rustic's exit and both pipes' end were all seen.
+enum Cut {
+    Deadline,
+    Stopped,
+    Flood,
+}
+
 async fn step(
     inv: &Invocation,
     name: &'static str,
     args: &[&str],
+    output: Stdout,
     deadline: Instant,
     stop: &CancellationToken,
 ) -> Result<StepOut, RunError> {
@@ -184,6 +218,8 @@ async fn step(
         .arg(&inv.profile)
         .arg("--no-progress")
         .args(args);
+    // Its own process group (set here): what rustic or a wrapper leaves behind is
+    // stopped with it.
     crate::child::prepare(&mut cmd);
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     lower_priority(&mut cmd, inv.nice, inv.io_idle);
@@ -195,34 +231,48 @@ async fn step(
         },
     })?;
     let pid = child.id().unwrap_or(0);
-    let (Some(mut stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
-        stop_child(&mut child).await;
+    let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
+        stop_group(&mut child, pid).await;
         return Err(RunError::Spawn {
             path: inv.rustic.clone(),
             reason: "its output pipes could not be set up".into(),
         });
     };
-    let reader = tokio::spawn(async move {
-        let mut buf = Vec::new();
-        let _ = stdout.read_to_end(&mut buf).await;
-        buf
-    });
-    let lines = tokio::spawn(watch_stderr(stderr, pid));
 
-    let ended = tokio::select! {
-        s = child.wait() => Ok(s),
-        () = tokio::time::sleep_until(deadline) => Err(RunError::TimedOut { step: name, timeout: inv.timeout }),
-        () = stop.cancelled() => Err(RunError::Stopped),
-    };
-    let status = match ended {
-        Ok(s) => s,
-        Err(e) => {
-            stop_child(&mut child).await;
-            return Err(e);
+    // The step is over when rustic has exited AND both pipes are closed: a process it
+    // left behind may hold them. The deadline and the stop cover all three, so
+    // nothing rustic starts can keep a run going past them.
+    let ended = {
+        let all = async {
+            tokio::try_join!(
+                async { Ok(child.wait().await) },
+                read_stdout(stdout, output),
+                async { Ok(watch_stderr(stderr, pid).await) },
+            )
+        };
+        tokio::select! {
+            r = all => r,
+            () = tokio::time::sleep_until(deadline) => Err(Cut::Deadline),
+            () = stop.cancelled() => Err(Cut::Stopped),
         }
     };
-    let stdout = reader.await.unwrap_or_default();
-    let (warnings, last) = lines.await.unwrap_or_default();
+    let (status, stdout, (warnings, last)) = match ended {
+        Ok(done) => done,
+        Err(cut) => {
+            stop_group(&mut child, pid).await;
+            return Err(match cut {
+                Cut::Deadline => RunError::TimedOut {
+                    step: name,
+                    timeout: inv.timeout,
+                },
+                Cut::Stopped => RunError::Stopped,
+                Cut::Flood => RunError::Flood {
+                    step: name,
+                    cap: STDOUT_CAP,
+                },
+            });
+        }
+    };
     match status {
         Ok(s) if s.success() => Ok(StepOut { stdout, warnings }),
         Ok(s) => Err(RunError::Failed {
@@ -243,6 +293,29 @@ async fn step(
             how: "not waited for".into(),
             detail: e.to_string(),
         }),
+    }
+}
+
+/// Reads stdout to its end: kept up to [`STDOUT_CAP`] for [`Stdout::Json`] (more is a
+/// [`Cut::Flood`]), dropped as it comes for [`Stdout::Drop`]. A read error ends it
+/// like the end of the pipe: rustic's exit status says how the step went.
+async fn read_stdout(
+    mut stdout: tokio::process::ChildStdout,
+    output: Stdout,
+) -> Result<Vec<u8>, Cut> {
+    let mut kept = Vec::new();
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match stdout.read(&mut buf).await {
+            Ok(0) | Err(_) => return Ok(kept),
+            Ok(n) => n,
+        };
+        if output == Stdout::Json {
+            if kept.len() + n > STDOUT_CAP {
+                return Err(Cut::Flood);
+            }
+            kept.extend_from_slice(&buf[..n]);
+        }
     }
 }
 
@@ -273,19 +346,39 @@ async fn watch_stderr(stderr: tokio::process::ChildStderr, pid: u32) -> (usize, 
     (warnings, last.into_iter().collect())
 }
 
-/// SIGINT to the group (rustic stops cleanly on it), SIGKILL after a grace period.
-async fn stop_child(child: &mut Child) {
-    let Some(pid) = child.id() else {
+/// Stops rustic's whole process group: SIGTERM (rustic stops cleanly on it), then
+/// SIGKILL to whatever of the group is still there after [`STOP_GRACE`]. Waits for
+/// rustic itself, and for the group to be empty, so a stopped step leaves nothing
+/// behind holding its pipes.
+async fn stop_group(child: &mut Child, pid: u32) {
+    use nix::sys::signal::{Signal, killpg};
+    let Ok(raw) = i32::try_from(pid) else {
         let _ = child.wait().await;
         return;
     };
-    let group = nix::unistd::Pid::from_raw(pid as i32);
-    let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGINT);
-    if tokio::time::timeout(STOP_GRACE, child.wait())
-        .await
-        .is_err()
-    {
-        let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+    if raw <= 0 {
+        let _ = child.wait().await;
+        return;
+    }
+    // rustic leads its group (process_group(0)), so the group id is its pid; the id
+    // cannot be reused while any member of the group lives.
+    let group = nix::unistd::Pid::from_raw(raw);
+    let _ = killpg(group, Signal::SIGTERM);
+    let gone = async {
+        let _ = child.wait().await;
+        // The rest of the group are not our children: they are not waited for, so
+        // whether any is left is asked of the kernel (signal 0).
+        while killpg(group, None).is_ok() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    if tokio::time::timeout(STOP_GRACE, gone).await.is_err() {
+        tracing::warn!(
+            pid,
+            "rustic's process group did not stop within {}s of SIGTERM: killing it",
+            STOP_GRACE.as_secs()
+        );
+        let _ = killpg(group, Signal::SIGKILL);
         let _ = child.wait().await;
     }
 }
@@ -324,6 +417,15 @@ fn lower_priority(cmd: &mut Command, nice: u8, io_idle: bool) {
             }
             Ok(())
         });
+    }
+}
+
+/// `1 MiB`-style sizes for messages.
+fn humantime_bytes(n: usize) -> String {
+    if n >= 1 << 20 && n.is_multiple_of(1 << 20) {
+        format!("{} MiB", n >> 20)
+    } else {
+        format!("{n} bytes")
     }
 }
 
