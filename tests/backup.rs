@@ -763,3 +763,192 @@ fn a_rustic_flooding_stdout_fails_cleanly_with_bounded_memory() {
         || group_members(groups(dir.path())[1]).is_empty(),
     );
 }
+
+fn metric(d: &Daemon, prefix: &str) -> Option<String> {
+    get(&d.socket, "/metrics")
+        .text()
+        .lines()
+        .find(|l| l.starts_with(prefix))
+        .map(str::to_owned)
+}
+
+/// Issue 8 item 5: a verify (`rustic check --read-data-subset`) runs once a backup
+/// exists, sets `last_verified` (status, metrics, `hubkeeper status`), and the time is
+/// kept across a restart like `last_success`.
+#[test]
+fn a_verify_runs_after_the_first_backup_and_last_verified_survives_a_restart() {
+    let (_cs, mut d, _data) = hub("verify_subset = \"1/1\"\n");
+    let s = d.wait_status_within(BACKUP_WAIT, "the first verify", |s| {
+        s["backup"]["last_verified"].is_string()
+    });
+    let verified = s["backup"]["last_verified"].clone();
+    assert_eq!(s["backup"]["verify_state"], "idle", "{s:#}");
+    // The default interval is a week.
+    let next = humantime::parse_rfc3339(s["backup"]["next_verify"].as_str().unwrap()).unwrap();
+    assert!(
+        next > SystemTime::now() + Duration::from_secs(6 * 86400),
+        "{s:#}"
+    );
+    assert!(!s["errors"].to_string().contains("verify"), "{s:#}");
+    assert_eq!(
+        metric(&d, "hubkeeper_backup_verify_total{result=\"ok\"}").as_deref(),
+        Some("hubkeeper_backup_verify_total{result=\"ok\"} 1")
+    );
+    assert!(
+        !metric(&d, "hubkeeper_backup_last_verified_timestamp_seconds")
+            .unwrap()
+            .ends_with(" 0.0"),
+    );
+    let (code, out, _) = cli(&["status", "--socket", d.socket.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("  verify  idle, last verified "), "{out}");
+
+    d.signal(Signal::SIGTERM);
+    d.wait_exit();
+    let d = restart(d);
+    let s = d.wait_status_within(BACKUP_WAIT, "the status after the restart", |s| {
+        s["backup"]["verify_state"] == "idle"
+    });
+    assert_eq!(s["backup"]["last_verified"], verified, "{s:#}");
+    assert_eq!(
+        metric(&d, "hubkeeper_backup_verify_total{result=\"ok\"}").as_deref(),
+        Some("hubkeeper_backup_verify_total{result=\"ok\"} 1")
+    );
+}
+
+/// The data files (packs) of the hub's repository in the S3 stand-in's storage.
+fn data_packs(cs: &ControlService) -> Vec<PathBuf> {
+    walk(&cs.s3.data)
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains("/hubkeeper/hub-1/data/"))
+        .collect()
+}
+
+/// A damaged pack in the store makes the verify fail, with the error and a hint in
+/// status, a failed `verify_state`, and the failure counted.
+#[test]
+fn a_damaged_pack_fails_the_verify_with_the_error_in_status() {
+    let (cs, d, _data) = hub("verify_interval = \"10s\"\nverify_subset = \"100%\"\n");
+    d.wait_status_within(BACKUP_WAIT, "the first verify", |s| {
+        s["backup"]["last_verified"].is_string()
+    });
+    let packs = data_packs(&cs);
+    assert!(
+        !packs.is_empty(),
+        "no data pack under {}",
+        cs.s3.data.display()
+    );
+    for p in &packs {
+        let mut bytes = std::fs::read(p).unwrap();
+        let mid = bytes.len() / 2;
+        let end = (mid + 16).min(bytes.len());
+        for b in &mut bytes[mid..end] {
+            *b ^= 0xff;
+        }
+        std::fs::write(p, bytes).unwrap();
+    }
+    let s = d.wait_status_within(BACKUP_WAIT, "a failed verify", |s| {
+        s["backup"]["verify_state"] == "failed"
+    });
+    let e = s["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["code"] == "backup_verify_failed")
+        .unwrap_or_else(|| panic!("no backup_verify_failed in {s:#}"));
+    assert_eq!(e["component"], "backup");
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("rustic check failed"),
+        "{e}"
+    );
+    assert!(e["hint"].as_str().unwrap().contains("repair index"), "{e}");
+    assert!(
+        !e["message"].as_str().unwrap().contains("<unknown>"),
+        "no backtrace: {e}"
+    );
+    assert_eq!(s["state"], "degraded", "{s:#}");
+    assert_eq!(
+        metric(&d, "hubkeeper_backup_verify_total{result=\"failed\"}").as_deref(),
+        Some("hubkeeper_backup_verify_total{result=\"failed\"} 1")
+    );
+}
+
+/// A verify and a backup never run at once: a wrapper around the real rustic records
+/// each call's start and end and notes any call that starts while another runs; the
+/// verify waits at a gate the test opens, and a backup asked for meanwhile is queued
+/// (202) and starts only after the verify ends.
+#[test]
+fn a_backup_asked_for_during_a_verify_is_queued_and_never_overlaps_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let d_ = dir.path().display();
+    let wrapper = dir.path().join("rustic");
+    std::fs::write(
+        &wrapper,
+        format!(
+            r#"#!/bin/sh
+case " $* " in *" check "*) what=check ;; *" forget "*) what=forget ;; *" backup "*) what=backup ;; *) what=other ;; esac
+[ -e {d_}/busy ] && echo "OVERLAP $what" >> {d_}/calls
+touch {d_}/busy
+echo "start $what" >> {d_}/calls
+if [ $what = check ]; then while [ ! -e {d_}/release ]; do sleep 0.1; done; fi
+{real} "$@"
+rc=$?
+rm -f {d_}/busy
+echo "end $what $rc" >> {d_}/calls
+exit $rc
+"#,
+            real = rustic_bin().display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let data = dir.path().join("data");
+    make_data(&data);
+    let cs = ControlService::start();
+    let section = format!(
+        "[backup]\nenabled = true\nrustic = \"{}\"\npaths = [\"{}\"]\ninterval = \"1h\"\nverify_subset = \"1/1\"\n",
+        wrapper.display(),
+        data.display()
+    );
+    let cfg =
+        managed_config(&cs.url, free_port(), "").replace("[backup]\nenabled = false\n", &section);
+    let (d, _st) = start_managed(&cfg, "");
+    let calls = || std::fs::read_to_string(dir.path().join("calls")).unwrap_or_default();
+    let s = d.wait_status_within(BACKUP_WAIT, "the verify at the gate", |s| {
+        s["backup"]["verify_state"] == "running" && calls().contains("start check")
+    });
+    assert_ne!(s["backup"]["state"], "running", "{s:#}");
+    let first = s["backup"]["last_snapshot_id"].clone();
+    assert!(first.is_string(), "{s:#}");
+    let r = post(&d.socket, "/v1/backup");
+    assert_eq!(r.status, 202, "queued: {}", r.text());
+    // Queued, not started: the verify still holds the only place.
+    let s = d.status();
+    assert_eq!(s["backup"]["verify_state"], "running", "{s:#}");
+    assert_ne!(s["backup"]["state"], "running", "{s:#}");
+    assert_eq!(calls().matches("start backup").count(), 1, "{}", calls());
+    std::fs::write(dir.path().join("release"), "").unwrap();
+    d.wait_status_within(BACKUP_WAIT, "the queued backup", |s| {
+        s["backup"]["last_snapshot_id"] != first && s["backup"]["state"] == "idle"
+    });
+    let log = calls();
+    assert!(!log.contains("OVERLAP"), "{log}");
+    let lines: Vec<&str> = log.lines().collect();
+    let end_check = lines
+        .iter()
+        .position(|l| l.starts_with("end check"))
+        .unwrap();
+    let second_backup = lines
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.starts_with("start backup"))
+        .nth(1)
+        .map(|(i, _)| i)
+        .unwrap();
+    assert!(end_check < second_backup, "{log}");
+    assert!(lines[end_check].ends_with(" 0"), "the verify passed: {log}");
+}

@@ -180,6 +180,29 @@ pub async fn run(inv: &Invocation, stop: &CancellationToken) -> Result<Success, 
     })
 }
 
+/// One verify: `rustic check --read-data --read-data-subset=<subset>`, under the same
+/// deadline and stop as a backup. Returns how long it took.
+pub async fn verify(
+    inv: &Invocation,
+    subset: &str,
+    stop: &CancellationToken,
+) -> Result<Duration, RunError> {
+    let started = Instant::now();
+    let subset_arg = format!("--read-data-subset={subset}");
+    step(
+        inv,
+        "check",
+        &["check", "--read-data", &subset_arg],
+        Stdout::Drop,
+        started + inv.timeout,
+        stop,
+    )
+    .await?;
+    let took = started.elapsed();
+    tracing::info!(subset, seconds = took.as_secs_f64(), "backup verified");
+    Ok(took)
+}
+
 struct StepOut {
     stdout: Vec<u8>,
     warnings: usize,
@@ -285,7 +308,7 @@ async fn step(
             detail: if last.is_empty() {
                 "no output".into()
             } else {
-                last.join(" | ")
+                cap_detail(last.join(" | "))
             },
         }),
         Err(e) => Err(RunError::Failed {
@@ -319,10 +342,13 @@ async fn read_stdout(
     }
 }
 
-/// Forwards rustic's stderr to our log; counts WARN lines and keeps the last lines.
+/// Forwards rustic's stderr to our log; counts WARN lines and keeps the lines that
+/// explain a failure: its first `[ERROR]` lines if it printed any (the cause: a
+/// damaged pack, a refused key), else its last lines, never backtrace frames.
 async fn watch_stderr(stderr: tokio::process::ChildStderr, pid: u32) -> (usize, Vec<String>) {
     let mut warnings = 0;
     let mut last = std::collections::VecDeque::new();
+    let mut errors = Vec::new();
     crate::child::for_each_line(stderr, |line| {
         if line.contains("[WARN]") {
             // rustic skips a source file it cannot read with exactly this message and
@@ -332,10 +358,15 @@ async fn watch_stderr(stderr: tokio::process::ChildStderr, pid: u32) -> (usize, 
                 warnings += 1;
             }
             tracing::warn!(child = "rustic", pid, "{line}");
+        } else if line.contains("[ERROR]") {
+            tracing::warn!(child = "rustic", pid, "{line}");
+            if errors.len() < 2 {
+                errors.push(line.to_owned());
+            }
         } else {
             tracing::info!(child = "rustic", pid, "{line}");
         }
-        if !line.trim().is_empty() {
+        if !line.trim().is_empty() && !is_backtrace(line) {
             if last.len() == KEEP_LINES {
                 last.pop_front();
             }
@@ -343,7 +374,43 @@ async fn watch_stderr(stderr: tokio::process::ChildStderr, pid: u32) -> (usize, 
         }
     })
     .await;
-    (warnings, last.into_iter().collect())
+    if errors.is_empty() {
+        (warnings, last.into_iter().collect())
+    } else {
+        (warnings, errors)
+    }
+}
+
+/// A line of a Rust backtrace (`  3: <unknown>`, `at ./src/x.rs:1:2`, the headings):
+/// rustic prints them after an error when RUST_BACKTRACE is set, and they explain
+/// nothing to an admin.
+fn is_backtrace(line: &str) -> bool {
+    let t = line.trim();
+    let frame = t
+        .split_once(": ")
+        .or_else(|| t.split_once(':').filter(|(_, rest)| rest.is_empty()))
+        .is_some_and(|(n, _)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+    frame
+        || t.starts_with("at ")
+        || matches!(
+            t,
+            "Backtrace:" | "Some additional details ..." | "Caused by:" | "Context:" | "Message:"
+        )
+}
+
+/// What a failure message keeps of rustic's lines: enough to say why, never a page.
+const DETAIL_CAP: usize = 1000;
+
+fn cap_detail(mut s: String) -> String {
+    if s.len() > DETAIL_CAP {
+        let mut end = DETAIL_CAP;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+        s.push_str(" [cut]");
+    }
+    s
 }
 
 /// Stops rustic's whole process group: SIGTERM (rustic stops cleanly on it), then
@@ -472,6 +539,30 @@ mod tests {
             parse_snapshot(b"oops"),
             Err(RunError::NoSnapshot(_))
         ));
+    }
+
+    #[test]
+    fn failure_details_skip_backtraces_and_are_capped() {
+        for l in [
+            "   3: <unknown>",
+            "  10: clone3",
+            "at ./nptl/x.c:1:2",
+            "Backtrace:",
+            "9:",
+        ] {
+            assert!(is_backtrace(l), "{l}");
+        }
+        for l in [
+            "[ERROR] error checking pack bf93cb1b : MAC",
+            "error: check found errors!",
+        ] {
+            assert!(!is_backtrace(l), "{l}");
+        }
+        let long = cap_detail("é".repeat(DETAIL_CAP));
+        assert!(
+            long.len() <= DETAIL_CAP + 6 && long.ends_with("[cut]"),
+            "{long}"
+        );
     }
 
     #[test]

@@ -7,6 +7,11 @@
 //! - a failure is retried with backoff (1 minute doubling, at most the interval or an
 //!   hour), never in a loop;
 //! - one run at a time: a second request gets "already running";
+//! - a verify (`rustic check --read-data-subset`) every `backup.verify_interval` after
+//!   the last one that passed, once a backup exists; it is one of the runs, never
+//!   beside a backup: a backup falling due during a verify waits for it, and one
+//!   requested during a verify is queued and starts when it ends. A failed verify is
+//!   retried with the same backoff as a failed backup;
 //! - overdue (no success for twice the interval, or none yet one interval after
 //!   enrollment) is tracked with its own timer, so it shows even when nothing else
 //!   happens;
@@ -17,7 +22,7 @@ use super::run::{self, FailureKind, Invocation, RunError};
 use crate::config::Config;
 use crate::health::r2::Target;
 use crate::secrets::SecretsStore;
-use crate::status::{BackupState, BackupStatus, Component, StatusError, rfc3339};
+use crate::status::{BackupState, BackupStatus, Component, StatusError, VerifyState, rfc3339};
 use hubkeeper_base::task::join_some;
 use hubkeeper_proto::time::parse_rfc3339;
 use serde::{Deserialize, Serialize};
@@ -51,6 +56,9 @@ pub struct BackupView {
     pub last_duration: Option<Duration>,
     pub last_bytes_added: Option<u64>,
     pub failures_total: u64,
+    /// Verifies that passed and that failed, in all (kept across restarts).
+    pub verify_ok_total: u64,
+    pub verify_failed_total: u64,
     /// The access key id the rustic profile on disk holds: a key rotation is done
     /// when it is the new one.
     pub profile_key_id: Option<String>,
@@ -88,6 +96,13 @@ struct Persisted {
     last_bytes_added: Option<u64>,
     /// Unreadable files in the last run (it saved a snapshot without them).
     last_warnings: usize,
+    /// The last verify that passed, the last one tried, and why the last one failed.
+    last_verified: Option<String>,
+    last_verify_attempt: Option<String>,
+    verify_error: Option<String>,
+    verify_consecutive_failures: u32,
+    verify_ok_total: u64,
+    verify_failed_total: u64,
 }
 
 impl Backups {
@@ -151,27 +166,62 @@ struct Actor {
     profile_key_id: Option<String>,
 }
 
+/// The two kinds of run, which never overlap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Job {
+    Backup,
+    Verify,
+}
+
+enum Outcome {
+    Backup(Result<run::Success, RunError>),
+    Verify(Result<Duration, RunError>),
+}
+
 struct Running {
-    task: JoinHandle<Result<run::Success, RunError>>,
+    job: Job,
+    task: JoinHandle<Outcome>,
     stop: CancellationToken,
+}
+
+impl Running {
+    /// Stops the run and waits for it to end.
+    async fn stop(self) -> Outcome {
+        self.stop.cancel();
+        let job = self.job;
+        self.task.await.unwrap_or_else(|_| lost(job))
+    }
+}
+
+/// The outcome of a run whose task died (a panic): a stopped run of that kind.
+fn lost(job: Job) -> Outcome {
+    match job {
+        Job::Backup => Outcome::Backup(Err(RunError::Stopped)),
+        Job::Verify => Outcome::Verify(Err(RunError::Stopped)),
+    }
 }
 
 impl Actor {
     async fn run(mut self) {
         let mut running: Option<Running> = None;
+        // A backup asked for during a verify: it starts when the verify ends.
+        let mut queued = false;
         // Jitter is drawn once per schedule, not on every wake-up.
         let mut jitter = Duration::ZERO;
         loop {
             let targets = self.targets.borrow().clone();
             let Some(t) = targets else {
                 if let Some(r) = running.take() {
-                    tracing::info!("backups are no longer wanted: stopping the running backup");
-                    r.stop.cancel();
-                    let result = r.task.await.unwrap_or(Err(RunError::Stopped));
-                    self.record(result);
+                    tracing::info!(
+                        "backups are no longer wanted: stopping the running {:?}",
+                        r.job
+                    );
+                    let outcome = r.stop().await;
+                    self.record(outcome);
                 }
+                queued = false;
                 self.overdue = false;
-                self.publish(None, false, None);
+                self.publish(None, None, None, None);
                 tokio::select! {
                     () = self.shutdown.cancelled() => return,
                     r = self.targets.changed() => if r.is_err() { return },
@@ -197,52 +247,97 @@ impl Actor {
                 }
             };
             let interval = t.config.backup.interval.get();
+            let verify_every = t.config.backup.verify_interval.get();
+            let subset = t.config.backup.verify_subset.arg();
             let next = self.next_run(interval, jitter);
+            let next_verify = verify_every.and_then(|every| self.next_verify(every));
             let overdue_at = self.overdue_at(&t, interval);
             self.overdue = SystemTime::now() >= overdue_at;
             self.publish(
                 Some(next),
-                running.is_some(),
+                running.as_ref().map(|r| r.job),
+                next_verify,
                 invocation
                     .is_none()
                     .then_some("cannot write the rustic profile (see the journal)"),
             );
+            // What runs next when nothing runs: a queued backup at once, else the one
+            // due first (a backup on a tie: taking one matters more than checking).
+            let due = match next_verify {
+                _ if queued => (SystemTime::now(), Job::Backup),
+                Some(v) if v < next => (v, Job::Verify),
+                _ => (next, Job::Backup),
+            };
 
-            let start_now = tokio::select! {
+            let start: Option<Job> = tokio::select! {
                 () = self.shutdown.cancelled() => {
                     if let Some(r) = running.take() {
-                        r.stop.cancel();
-                        let result = r.task.await.unwrap_or(Err(RunError::Stopped));
-                        self.record(result);
+                        let outcome = r.stop().await;
+                        self.record(outcome);
                     }
                     return;
                 }
-                r = self.targets.changed() => { if r.is_err() { return } false }
+                r = self.targets.changed() => { if r.is_err() { return } None }
                 Some(reply) = self.now.recv() => {
-                    let answer = if running.is_some() { RunNow::AlreadyRunning } else if invocation.is_none() { RunNow::Unavailable } else { RunNow::Started };
+                    let answer = match running.as_ref().map(|r| r.job) {
+                        Some(Job::Backup) => RunNow::AlreadyRunning,
+                        _ if invocation.is_none() => RunNow::Unavailable,
+                        Some(Job::Verify) => {
+                            tracing::info!("a backup was asked for during a verify: it starts when the verify ends");
+                            queued = true;
+                            RunNow::Started
+                        }
+                        None => RunNow::Started,
+                    };
                     let _ = reply.send(answer);
-                    answer == RunNow::Started
+                    (answer == RunNow::Started && running.is_none()).then_some(Job::Backup)
                 }
-                () = sleep_until_system(next), if running.is_none() && invocation.is_some() => true,
-                () = sleep_until_system(overdue_at), if !self.overdue => false,
+                () = sleep_until_system(due.0), if running.is_none() && invocation.is_some() => Some(due.1),
+                () = sleep_until_system(overdue_at), if !self.overdue => None,
                 result = join_some(running.as_mut().map(|r| &mut r.task)), if running.is_some() => {
-                    running = None;
-                    self.record(result.unwrap_or(Err(RunError::Stopped)));
-                    jitter = random_jitter(interval);
-                    false
+                    let job = running.take().map_or(Job::Backup, |r| r.job);
+                    self.record(result.unwrap_or_else(|_| lost(job)));
+                    if job == Job::Backup {
+                        jitter = random_jitter(interval);
+                    }
+                    None
                 }
             };
-            if start_now && let Some(inv) = invocation {
+            if let (Some(job), Some(inv)) = (start, invocation) {
                 let stop = CancellationToken::new();
                 let token = stop.clone();
-                tracing::info!(paths = ?t.config.backup.paths, "backup starting");
-                self.persisted.last_attempt = Some(rfc3339(SystemTime::now()));
-                running = Some(Running {
-                    task: tokio::spawn(async move { run::run(&inv, &token).await }),
-                    stop,
-                });
+                let now = Some(rfc3339(SystemTime::now()));
+                let task = match job {
+                    Job::Backup => {
+                        queued = false;
+                        tracing::info!(paths = ?t.config.backup.paths, "backup starting");
+                        self.persisted.last_attempt = now;
+                        tokio::spawn(async move { Outcome::Backup(run::run(&inv, &token).await) })
+                    }
+                    Job::Verify => {
+                        tracing::info!(subset, "backup verify starting (rustic check)");
+                        self.persisted.last_verify_attempt = now;
+                        tokio::spawn(async move {
+                            Outcome::Verify(run::verify(&inv, &subset, &token).await)
+                        })
+                    }
+                };
+                running = Some(Running { job, task, stop });
             }
         }
+    }
+
+    /// When the next verify is due: `every` after the last one that passed, at once
+    /// if none has yet, with backoff after a failure; never before a backup exists.
+    fn next_verify(&self, every: Duration) -> Option<SystemTime> {
+        let p = &self.persisted;
+        let parse = |s: &Option<String>| s.as_deref().and_then(parse_rfc3339);
+        parse(&p.last_success)?;
+        if p.verify_consecutive_failures > 0 {
+            let delay = retry_delay(p.verify_consecutive_failures, every);
+            return Some(parse(&p.last_verify_attempt).unwrap_or_else(SystemTime::now) + delay);
+        }
+        Some(parse(&p.last_verified).map_or_else(SystemTime::now, |t| t + every))
     }
 
     /// When the next backup is due.
@@ -250,10 +345,7 @@ impl Actor {
         let p = &self.persisted;
         let parse = |s: &Option<String>| s.as_deref().and_then(parse_rfc3339);
         if p.consecutive_failures > 0 {
-            let shift = p.consecutive_failures.saturating_sub(1).min(16);
-            let delay = (RETRY_INITIAL * 2u32.pow(shift))
-                .min(RETRY_MAX)
-                .min(interval);
+            let delay = retry_delay(p.consecutive_failures, interval);
             return parse(&p.last_attempt).unwrap_or_else(SystemTime::now) + delay;
         }
         match parse(&p.last_success) {
@@ -276,7 +368,17 @@ impl Actor {
         }
     }
 
-    fn record(&mut self, result: Result<run::Success, RunError>) {
+    fn record(&mut self, outcome: Outcome) {
+        match outcome {
+            Outcome::Backup(result) => self.record_backup(result),
+            Outcome::Verify(result) => self.record_verify(result),
+        }
+        if let Err(e) = save(&self.store, &self.persisted) {
+            tracing::error!("cannot save {STATE_FILE}: {e}");
+        }
+    }
+
+    fn record_backup(&mut self, result: Result<run::Success, RunError>) {
         let p = &mut self.persisted;
         match result {
             Ok(ok) => {
@@ -299,15 +401,41 @@ impl Actor {
                 p.last_warnings = 0;
             }
         }
-        if let Err(e) = save(&self.store, &self.persisted) {
-            tracing::error!("cannot save {STATE_FILE}: {e}");
+    }
+
+    fn record_verify(&mut self, result: Result<Duration, RunError>) {
+        let p = &mut self.persisted;
+        match result {
+            Ok(_) => {
+                p.last_verified = Some(rfc3339(SystemTime::now()));
+                p.verify_error = None;
+                p.verify_consecutive_failures = 0;
+                p.verify_ok_total += 1;
+            }
+            // Stopped by shutdown or disable: it says nothing of the repository, and
+            // it runs again when due.
+            Err(RunError::Stopped) => tracing::info!("the verify was stopped before it finished"),
+            Err(e) => {
+                tracing::warn!("backup verify failed: {e}");
+                p.verify_error = Some(e.to_string());
+                p.verify_consecutive_failures += 1;
+                p.verify_failed_total += 1;
+            }
         }
     }
 
-    fn publish(&self, next: Option<SystemTime>, running: bool, blocked: Option<&str>) {
+    fn publish(
+        &self,
+        next: Option<SystemTime>,
+        job: Option<Job>,
+        next_verify: Option<SystemTime>,
+        blocked: Option<&str>,
+    ) {
         let p = &self.persisted;
         let parse = |s: &Option<String>| s.as_deref().and_then(parse_rfc3339);
-        let wanted = next.is_some() || running || blocked.is_some();
+        let running = job == Some(Job::Backup);
+        let verifying = job == Some(Job::Verify);
+        let wanted = next.is_some() || job.is_some() || blocked.is_some();
         let mut errors = Vec::new();
         if wanted {
             if let Some(why) = blocked {
@@ -338,6 +466,16 @@ impl Actor {
                     "some files under backup.paths are unreadable by hubkeeper's user: fix their permissions (see the WARN lines in the journal)",
                 ));
             }
+            if p.verify_consecutive_failures > 0 {
+                errors.push(StatusError::new(
+                    Component::Backup,
+                    "backup_verify_failed",
+                    p.verify_error
+                        .clone()
+                        .unwrap_or_else(|| "the last verify failed".into()),
+                    VERIFY_HINT,
+                ));
+            }
             if self.overdue {
                 let since = p
                     .last_success
@@ -360,6 +498,15 @@ impl Actor {
         } else {
             BackupState::Idle
         };
+        let verify_state = if !wanted || (next_verify.is_none() && !verifying) {
+            VerifyState::Disabled
+        } else if verifying {
+            VerifyState::Running
+        } else if p.verify_consecutive_failures > 0 {
+            VerifyState::Failed
+        } else {
+            VerifyState::Idle
+        };
         let view = BackupView {
             status: BackupStatus {
                 state,
@@ -371,11 +518,20 @@ impl Actor {
                     .last_error
                     .as_ref()
                     .map(|m| format!("{m} ({})", p.failure_kind().code())),
+                last_verified: parse(&p.last_verified),
+                verify_state,
+                next_verify: if verifying || !wanted {
+                    None
+                } else {
+                    next_verify
+                },
             },
             errors,
             last_duration: p.last_duration_ms.map(Duration::from_millis),
             last_bytes_added: p.last_bytes_added,
             failures_total: p.failures_total,
+            verify_ok_total: p.verify_ok_total,
+            verify_failed_total: p.verify_failed_total,
             profile_key_id: self.profile_key_id.clone(),
         };
         hubkeeper_base::publish::publish(&self.view, view);
@@ -386,6 +542,14 @@ impl Persisted {
     fn failure_kind(&self) -> FailureKind {
         self.last_error_kind.unwrap_or(FailureKind::BackupFailed)
     }
+}
+
+const VERIFY_HINT: &str = "rustic check could not read back part of the backups, or found them damaged: run `rustic -P <secrets_dir>/rustic/profile check --read-data` to see what, then `rustic repair index` (and `repair snapshots` if it says so); hubkeeper checks again with backoff";
+
+/// After `failures` failures in a row: 1 minute doubling, at most an hour or `every`.
+fn retry_delay(failures: u32, every: Duration) -> Duration {
+    let shift = failures.saturating_sub(1).min(16);
+    (RETRY_INITIAL * 2u32.pow(shift)).min(RETRY_MAX).min(every)
 }
 
 /// Up to 1% of the interval, at most a minute.

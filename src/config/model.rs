@@ -189,6 +189,130 @@ pub struct Backup {
     pub nice: u8,
     /// Give rustic the idle I/O class, so it only uses the disk when nobody else does.
     pub io_idle: bool,
+    /// How often `rustic check` reads a part of the stored data back; `"off"` disables.
+    pub verify_interval: VerifyInterval,
+    /// How much pack data each verify reads: `"n%"`, `"n/m"` or a size (`"500MiB"`).
+    pub verify_subset: VerifySubset,
+}
+
+/// `backup.verify_interval`: a duration, or `"off"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VerifyInterval {
+    Off,
+    Every(HumanDuration),
+}
+
+impl VerifyInterval {
+    pub fn get(self) -> Option<std::time::Duration> {
+        match self {
+            VerifyInterval::Off => None,
+            VerifyInterval::Every(d) => Some(d.get()),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for VerifyInterval {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        let t = text.trim();
+        if t.eq_ignore_ascii_case("off") {
+            return Ok(VerifyInterval::Off);
+        }
+        let every = hubkeeper_base::config::duration::parse(t).map_err(serde::de::Error::custom)?;
+        if every.is_zero() {
+            return Err(serde::de::Error::custom(
+                "a zero interval is no schedule: write \"off\" to turn verification off, or e.g. \"7d\"",
+            ));
+        }
+        Ok(VerifyInterval::Every(HumanDuration(every)))
+    }
+}
+
+/// `backup.verify_subset`, in the forms `rustic check --read-data-subset` takes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum VerifySubset {
+    /// A random share of the packs, in percent (more than 0, at most 100).
+    Percent(f64),
+    /// Part `n` of `m` (1 ≤ n ≤ m): reading parts 1..m in turn covers everything.
+    Part { n: u32, m: u32 },
+    /// A random subset of about this many bytes.
+    Bytes(u64),
+}
+
+impl VerifySubset {
+    /// The value for `--read-data-subset`.
+    pub fn arg(&self) -> String {
+        match self {
+            VerifySubset::Percent(p) => format!("{p}%"),
+            VerifySubset::Part { n, m } => format!("{n}/{m}"),
+            VerifySubset::Bytes(b) => b.to_string(),
+        }
+    }
+
+    pub fn parse(text: &str) -> Result<Self, String> {
+        const FORMS: &str =
+            "use a share like \"5%\", a part like \"1/12\", or a size like \"500MiB\"";
+        let t = text.trim();
+        if let Some(p) = t.strip_suffix('%') {
+            return match p.trim().parse::<f64>() {
+                Ok(x) if x > 0.0 && x <= 100.0 => Ok(VerifySubset::Percent(x)),
+                Ok(_) => Err(format!(
+                    "\"{t}\" is not a share of the data: use more than 0% and at most 100%"
+                )),
+                Err(_) => Err(format!("\"{t}\" is not a number of percent: {FORMS}")),
+            };
+        }
+        if let Some((n, m)) = t.split_once('/') {
+            return match (n.trim().parse::<u32>(), m.trim().parse::<u32>()) {
+                (Ok(n), Ok(m)) if n >= 1 && n <= m => Ok(VerifySubset::Part { n, m }),
+                (Ok(_), Ok(_)) => Err(format!(
+                    "\"{t}\" is no part: in \"n/m\", n is 1 to m (\"1/12\" is the first of 12 parts)"
+                )),
+                _ => Err(format!("\"{t}\" is not a part like \"1/12\": {FORMS}")),
+            };
+        }
+        let split = t
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(t.len());
+        let (num, unit) = t.split_at(split);
+        let unit = unit.trim();
+        let scale: u64 = match unit.to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "k" | "kb" => 1_000,
+            "kib" => 1 << 10,
+            "m" | "mb" => 1_000_000,
+            "mib" => 1 << 20,
+            "g" | "gb" => 1_000_000_000,
+            "gib" => 1 << 30,
+            "t" | "tb" => 1_000_000_000_000,
+            "tib" => 1 << 40,
+            _ => {
+                return Err(format!(
+                    "\"{t}\" has an unknown size unit \"{unit}\": {FORMS}"
+                ));
+            }
+        };
+        match num.parse::<f64>() {
+            Ok(x) if x.is_finite() && x * scale as f64 >= 1.0 && x * (scale as f64) < 1e18 => {
+                Ok(VerifySubset::Bytes((x * scale as f64) as u64))
+            }
+            Ok(_) => Err(format!("\"{t}\" is no size to read: use at least 1 byte")),
+            Err(_) => Err(format!("\"{t}\" is not a subset rustic can read: {FORMS}")),
+        }
+    }
+}
+
+impl std::fmt::Display for VerifySubset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.arg())
+    }
+}
+
+impl<'de> Deserialize<'de> for VerifySubset {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        VerifySubset::parse(&text).map_err(serde::de::Error::custom)
+    }
 }
 
 impl Default for Backup {
@@ -204,6 +328,8 @@ impl Default for Backup {
             timeout: HumanDuration::secs(12 * 3600),
             nice: 10,
             io_idle: true,
+            verify_interval: VerifyInterval::Every(HumanDuration::secs(7 * 24 * 3600)),
+            verify_subset: VerifySubset::Percent(5.0),
         }
     }
 }
@@ -399,5 +525,86 @@ mod tests {
             let e = PublicUrl::parse(bad).unwrap_err();
             assert!(e.contains(says), "{bad}: {e}");
         }
+    }
+}
+
+#[cfg(test)]
+mod backup_verify_tests {
+    use super::*;
+
+    fn backup(text: &str) -> Result<Backup, String> {
+        toml::from_str::<Config>(&format!("[backup]\n{text}"))
+            .map(|c| c.backup)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn verify_defaults_to_weekly_five_percent() {
+        let b = backup("").unwrap();
+        assert_eq!(
+            b.verify_interval.get(),
+            Some(std::time::Duration::from_secs(7 * 86400))
+        );
+        assert_eq!(b.verify_subset.arg(), "5%");
+    }
+
+    #[test]
+    fn verify_interval_is_a_duration_or_off() {
+        assert_eq!(
+            backup("verify_interval = \"off\"").unwrap().verify_interval,
+            VerifyInterval::Off
+        );
+        assert_eq!(
+            backup("verify_interval = \"1d\"")
+                .unwrap()
+                .verify_interval
+                .get(),
+            Some(std::time::Duration::from_secs(86400))
+        );
+        assert!(
+            backup("verify_interval = \"0s\"")
+                .unwrap_err()
+                .contains("\"off\"")
+        );
+        assert!(
+            backup("verify_interval = \"400d\"")
+                .unwrap_err()
+                .contains("366d")
+        );
+    }
+
+    #[test]
+    fn verify_subset_takes_rustics_forms_and_refuses_the_rest() {
+        for (text, arg) in [
+            ("5%", "5%"),
+            ("2.5 %", "2.5%"),
+            ("100%", "100%"),
+            ("1/12", "1/12"),
+            ("3/3", "3/3"),
+            ("500MiB", "524288000"),
+            ("1 GB", "1000000000"),
+            ("4096", "4096"),
+        ] {
+            assert_eq!(VerifySubset::parse(text).unwrap().arg(), arg, "{text}");
+        }
+        for (text, says) in [
+            ("0%", "more than 0%"),
+            ("101%", "at most 100%"),
+            ("x%", "percent"),
+            ("0/3", "n is 1 to m"),
+            ("4/3", "n is 1 to m"),
+            ("1.5/3", "a part like"),
+            ("5 parsecs", "unknown size unit"),
+            ("0MiB", "at least 1 byte"),
+            ("", "is not a subset"),
+        ] {
+            let e = VerifySubset::parse(text).unwrap_err();
+            assert!(e.contains(says), "{text}: {e}");
+        }
+        assert!(
+            backup("verify_subset = \"all of it\"")
+                .unwrap_err()
+                .contains("500MiB")
+        );
     }
 }

@@ -138,6 +138,15 @@ pub fn validate(cfg: &Config) -> Vec<(String, String)> {
         if b.timeout.get() < Duration::from_secs(1) {
             bad("backup.timeout", "must be at least 1s".into());
         }
+        if b.verify_interval
+            .get()
+            .is_some_and(|d| d < Duration::from_secs(10))
+        {
+            bad(
+                "backup.verify_interval",
+                "must be at least 10s (or \"off\")".into(),
+            );
+        }
     }
 
     if cfg

@@ -79,6 +79,9 @@ pub struct Metrics {
     backup_last_duration: Gauge<f64, AtomicU64>,
     backup_last_bytes_added: Gauge,
     backup_failures: Gauge,
+    /// Verifies by result (`ok`, `failed`), following the persisted totals.
+    backup_verify: Family<ResultLabel, Counter>,
+    backup_last_verified: Gauge<f64, AtomicU64>,
 }
 
 impl Default for Metrics {
@@ -179,6 +182,18 @@ impl Metrics {
             "Failed requests to the control service, by error code (as in errors[].code)",
             control_failures.clone(),
         );
+        let backup_verify = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "backup_verify",
+            "Backup verifies (rustic check --read-data-subset) by result, in all (kept across restarts)",
+            backup_verify.clone(),
+        );
+        let backup_last_verified = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "backup_last_verified_timestamp_seconds",
+            "Unix time of the last verify that passed (0: none yet)",
+            backup_last_verified.clone(),
+        );
         Self {
             checks,
             tunnel,
@@ -193,6 +208,8 @@ impl Metrics {
             backup_last_duration,
             backup_last_bytes_added,
             backup_failures,
+            backup_verify,
+            backup_last_verified,
         }
     }
 
@@ -214,6 +231,14 @@ impl Metrics {
         self.backup_last_bytes_added
             .set(b.last_bytes_added.map_or(0, |n| n as i64));
         self.backup_failures.set(b.failures_total as i64);
+        self.backup_last_verified
+            .set(b.status.last_verified.map_or(0.0, secs));
+        // Counters only go up: they follow the persisted totals by the difference (the
+        // first view after a start carries the totals from before it).
+        for (result, total) in [("ok", b.verify_ok_total), ("failed", b.verify_failed_total)] {
+            let c = self.backup_verify.get_or_create(&ResultLabel { result });
+            c.inc_by(total.saturating_sub(c.get()));
+        }
     }
 
     /// The DNS, R2 and public-path checks' last results.
@@ -450,5 +475,32 @@ mod tests {
             );
         }
         assert!(named >= 10, "{named}");
+    }
+
+    #[test]
+    fn verify_totals_and_last_verified() {
+        let m = Metrics::new();
+        let mut b = crate::backup::BackupView {
+            verify_ok_total: 3,
+            verify_failed_total: 1,
+            ..Default::default()
+        };
+        b.status.last_verified = Some(std::time::UNIX_EPOCH + std::time::Duration::from_secs(1700));
+        m.set_backup(&b);
+        b.verify_ok_total = 4;
+        m.set_backup(&b);
+        let text = m.render(&Snapshot::new(Status::default()));
+        assert!(
+            text.contains("hubkeeper_backup_verify_total{result=\"ok\"} 4\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("hubkeeper_backup_verify_total{result=\"failed\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("hubkeeper_backup_last_verified_timestamp_seconds 1700.0\n"),
+            "{text}"
+        );
     }
 }

@@ -89,6 +89,20 @@ pub fn render(v: &Value) -> String {
         let _ = write!(backup, ", next {n}");
     }
     let _ = writeln!(out, "  backup  {backup}");
+    // Absent from the status of an older daemon: then nothing is shown.
+    if let Some(state) = s(&b["verify_state"]).filter(|v| v != "disabled") {
+        let mut verify = state;
+        match s(&b["last_verified"]) {
+            Some(t) => {
+                let _ = write!(verify, ", last verified {t}");
+            }
+            None => verify.push_str(", not verified yet"),
+        }
+        if let Some(n) = s(&b["next_verify"]) {
+            let _ = write!(verify, ", next {n}");
+        }
+        let _ = writeln!(out, "  verify  {verify}");
+    }
 
     if let Some(checks) = v["checks"].as_object() {
         for (name, c) in checks {

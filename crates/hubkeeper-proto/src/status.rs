@@ -175,6 +175,17 @@ pub enum BackupState {
     Disabled,
 }
 
+/// `backup.verify_state`: the scheduled `rustic check` (additive to the pinned fields).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VerifyState {
+    Idle,
+    Running,
+    Failed,
+    /// Backups are not wanted, or `backup.verify_interval = "off"`.
+    Disabled,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct BackupStatus {
     pub state: BackupState,
@@ -184,6 +195,12 @@ pub struct BackupStatus {
     #[serde(serialize_with = "ser_time_opt")]
     pub next_run: Option<SystemTime>,
     pub last_error: Option<String>,
+    /// When a verify (`rustic check --read-data-subset`) last passed.
+    #[serde(serialize_with = "ser_time_opt")]
+    pub last_verified: Option<SystemTime>,
+    pub verify_state: VerifyState,
+    #[serde(serialize_with = "ser_time_opt")]
+    pub next_verify: Option<SystemTime>,
 }
 
 impl Default for BackupStatus {
@@ -194,6 +211,9 @@ impl Default for BackupStatus {
             last_snapshot_id: None,
             next_run: None,
             last_error: None,
+            last_verified: None,
+            verify_state: VerifyState::Disabled,
+            next_verify: None,
         }
     }
 }
