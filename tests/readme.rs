@@ -548,8 +548,12 @@ fn managed_samples(out: &mut BTreeMap<String, Produced>) {
     let cfg =
         managed_config(&cs.url, free_port(), "").replace("[backup]\nenabled = false\n", &backup);
     let (d, _standin) = start_managed(&cfg, "");
-    d.wait_status_within(BACKUP_WAIT, "ready with its first backup", |s| {
-        s["state"] == "ready" && s["backup"]["last_success"].is_string()
+    // The first verify follows the first backup at once: the sample shows it done.
+    d.wait_status_within(BACKUP_WAIT, "ready with its first backup verified", |s| {
+        s["state"] == "ready"
+            && s["backup"]["last_success"].is_string()
+            && s["backup"]["verify_state"] == "idle"
+            && s["backup"]["last_verified"].is_string()
     });
     out.insert(
         "status-ready".into(),

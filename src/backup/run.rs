@@ -14,7 +14,7 @@ use tokio::process::{Child, Command};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-/// Time rustic gets to stop after SIGINT before SIGKILL.
+/// Time rustic and its process group get to stop after SIGTERM before SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(30);
 /// stderr lines kept to explain a failure.
 const KEEP_LINES: usize = 5;
