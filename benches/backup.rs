@@ -536,8 +536,10 @@ fn start_hub(stack: &Stack, hub_id: &str, backup_extra: &str) -> Result<Daemon> 
     Standin { dir: sdir.clone() }.behave("");
 
     let base = managed_config(&stack.cs.url, support::s3::free_port(), "");
+    // Verifies off: this times backups, and the verify that follows the first backup
+    // would hold the next one back.
     let backup = format!(
-        "[backup]\nenabled = true\nrustic = \"{}\"\npaths = [\"{}\"]\ninterval = \"24h\"\n{backup_extra}",
+        "[backup]\nenabled = true\nrustic = \"{}\"\npaths = [\"{}\"]\ninterval = \"24h\"\nverify_interval = \"off\"\n{backup_extra}",
         rustic_bin().display(),
         stack.data.path().display()
     );

@@ -59,8 +59,12 @@ fn hub(extra_backup: &str) -> (ControlService, Daemon, PathBuf) {
         &backup_section(&data, extra_backup),
     );
     let (d, _st) = start_managed(&cfg, "");
-    d.wait_status_within(BACKUP_WAIT, "the first backup", |s| {
+    // The first verify follows the first backup at once: tests start once it is done
+    // too, so the runs they start meet no verify.
+    d.wait_status_within(BACKUP_WAIT, "the first backup and verify", |s| {
         s["backup"]["last_snapshot_id"].is_string()
+            && (s["backup"]["last_verified"].is_string()
+                || s["backup"]["verify_state"] == "disabled")
     });
     (cs, d, data)
 }
@@ -874,6 +878,20 @@ fn a_damaged_pack_fails_the_verify_with_the_error_in_status() {
         metric(&d, "hubkeeper_backup_verify_total{result=\"failed\"}").as_deref(),
         Some("hubkeeper_backup_verify_total{result=\"failed\"} 1")
     );
+    // Turning verifies off clears what they reported.
+    let text = std::fs::read_to_string(&d.config).unwrap();
+    save_like_an_editor(
+        &d.config,
+        &text.replace("verify_interval = \"10s\"", "verify_interval = \"off\""),
+    );
+    let s = d.wait_status_within(BACKUP_WAIT, "verifies off", |s| {
+        s["backup"]["verify_state"] == "disabled"
+    });
+    assert!(
+        !s["errors"].to_string().contains("backup_verify_failed"),
+        "{s:#}"
+    );
+    assert_eq!(s["backup"]["next_verify"], serde_json::Value::Null, "{s:#}");
 }
 
 /// A verify and a backup never run at once: a wrapper around the real rustic records

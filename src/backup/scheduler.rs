@@ -466,7 +466,8 @@ impl Actor {
                     "some files under backup.paths are unreadable by hubkeeper's user: fix their permissions (see the WARN lines in the journal)",
                 ));
             }
-            if p.verify_consecutive_failures > 0 {
+            // Only while verifies are on: turning them off clears what they found.
+            if p.verify_consecutive_failures > 0 && (next_verify.is_some() || verifying) {
                 errors.push(StatusError::new(
                     Component::Backup,
                     "backup_verify_failed",
