@@ -453,6 +453,7 @@ mod tests {
         v.control_failures.insert("control_timeout", 1);
         m.set_managed(&v);
         m.set_tunnel(&crate::tunnel::TunnelView::default());
+        m.set_backup(&crate::backup::BackupView::default());
         let text = m.render(&Snapshot::new(Status::default()));
         let families: Vec<&str> = text
             .lines()
