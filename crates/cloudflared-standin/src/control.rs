@@ -41,6 +41,12 @@ pub struct Behavior {
     pub on_sigterm: OnSigterm,
     pub drain: Duration,
     pub hang_start: bool,
+    /// Lines written at start, alternating stdout and stderr, each `flood_line_bytes`
+    /// long: a child that floods its output.
+    pub flood_lines: u64,
+    pub flood_line_bytes: usize,
+    /// Bytes written to stdout at start with no newline among them.
+    pub flood_unbroken: u64,
 }
 
 impl Default for Behavior {
@@ -54,6 +60,9 @@ impl Default for Behavior {
             on_sigterm: OnSigterm::Graceful,
             drain: Duration::from_millis(100),
             hang_start: false,
+            flood_lines: 0,
+            flood_line_bytes: 1000,
+            flood_unbroken: 0,
         }
     }
 }
@@ -120,6 +129,16 @@ impl Behavior {
                         "true" => true,
                         "false" => false,
                         _ => return Err(at(format!("hang_start: `{value}` is not true or false"))),
+                    }
+                }
+                "flood_lines" | "flood_line_bytes" | "flood_unbroken" => {
+                    let n: u64 = value
+                        .parse()
+                        .map_err(|_| at(format!("{key}: `{value}` is not a count")))?;
+                    match key {
+                        "flood_lines" => b.flood_lines = n,
+                        "flood_line_bytes" => b.flood_line_bytes = n as usize,
+                        _ => b.flood_unbroken = n,
                     }
                 }
                 _ => return Err(at(format!("unknown key `{key}`"))),

@@ -220,6 +220,13 @@ async fn run(args: &RunArgs, tunnel: Arc<Tunnel>) -> i32 {
         let t = tunnel.clone();
         tokio::spawn(async move { t.connect_when_due().await });
     }
+    if at_start.flood_lines > 0 || at_start.flood_unbroken > 0 {
+        let control = tunnel.control.clone();
+        // Blocking writes on a thread of their own: a reader that is slow (or gone)
+        // must not stall /ready or the signal handling.
+        let b = at_start.clone();
+        std::thread::spawn(move || flood(&control, &b));
+    }
 
     let crash_at = at_start.exit_after.map(|d| tunnel.start + d);
     let mut drain_until: Option<Instant> = None;
@@ -270,6 +277,37 @@ async fn run(args: &RunArgs, tunnel: Arc<Tunnel>) -> i32 {
             }
         }
     }
+}
+
+/// Floods stdout and stderr as a misbehaving child would (`flood_lines`,
+/// `flood_unbroken`), then records `flood_done` with what was written.
+fn flood(control: &Control, b: &control::Behavior) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let mut err = std::io::stderr().lock();
+    let body = "x".repeat(b.flood_line_bytes.saturating_sub(1));
+    let mut lines = 0u64;
+    for n in 0..b.flood_lines {
+        let w: &mut dyn Write = if n % 2 == 0 { &mut out } else { &mut err };
+        if writeln!(w, "{body}").is_err() {
+            break;
+        }
+        lines += 1;
+    }
+    let _ = out.flush();
+    let chunk = vec![b'y'; 64 * 1024];
+    let mut unbroken = 0u64;
+    while unbroken < b.flood_unbroken {
+        let k = (b.flood_unbroken - unbroken).min(chunk.len() as u64) as usize;
+        if out.write_all(&chunk[..k]).is_err() {
+            break;
+        }
+        unbroken += k as u64;
+    }
+    // The end of the unbroken run, so the reader sees one (huge) line end here.
+    let _ = out.write_all(b"\n");
+    let _ = out.flush();
+    control.event("flood_done", &format!("lines={lines} unbroken={unbroken}"));
 }
 
 /// Sleeps until `at`, or forever when there is no deadline.
