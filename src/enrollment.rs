@@ -156,6 +156,11 @@ pub struct PendingDisable {
 pub struct State {
     pub note: Option<String>,
     pub disable_pending: Option<PendingDisable>,
+    /// The hub a key rotation was started for and not yet stored: written before the
+    /// control service is asked, so a rotation cut short (a crash, a full disk) is done
+    /// again at the next start instead of leaving revoked keys on disk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation_pending: Option<String>,
 }
 
 pub fn load_state(store: &SecretsStore) -> State {
@@ -289,6 +294,7 @@ mod tests {
                 retention_days: 30,
                 since: "now".into(),
             }),
+            rotation_pending: Some("h".into()),
         };
         save_state(&store, &s).unwrap();
         assert_eq!(load_state(&store), s);

@@ -514,10 +514,12 @@ fn rotation_error(e: RotateError) -> ApiError {
             "control_error",
             format!("{c}; the old keys stay in force"),
         ),
-        RotateError::Store(_) => ApiError::new(
+        RotateError::NotStarted(_) | RotateError::Store { .. } => ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "store_failed",
-            e.to_string(),
+            format!(
+                "{e}: free space in secrets_dir (or make it writable again), then run `hubkeeper rotate-keys` again"
+            ),
         ),
     }
 }

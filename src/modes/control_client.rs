@@ -121,6 +121,18 @@ impl ControlError {
         }
     }
 
+    /// Whether the service certainly did nothing: it answered with a refusal. After a
+    /// timeout, a lost connection or an answer we could not read it may have acted.
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            ControlError::Unauthorized
+                | ControlError::Refused { .. }
+                | ControlError::RateLimited { .. }
+                | ControlError::Setup(_)
+        )
+    }
+
     /// How long the service asked us to wait before trying again.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {

@@ -68,8 +68,32 @@ pub enum RotateError {
     NotEnrolled,
     #[error(transparent)]
     Control(#[from] ControlError),
-    #[error("the new keys could not be stored: {0}")]
-    Store(String),
+    /// Nothing was asked of the control service: the old keys stay in force.
+    #[error(
+        "the key rotation was not started, secrets_dir is not writable: {0}; the old keys stay in force"
+    )]
+    NotStarted(String),
+    /// The service issued new keys (and may have revoked the old ones) but they are not
+    /// on disk: they are used from memory, and the rotation is done again at the next
+    /// start.
+    #[error(
+        "the control service issued new keys, but they could not be stored: {reason}; hubkeeper uses them until it restarts, and rotates again at its next start"
+    )]
+    Store { reason: String, next: Box<Stored> },
+}
+
+impl RotateError {
+    /// The status error for a rotation that secrets_dir kept from being recorded.
+    fn store_status(&self) -> Option<StatusError> {
+        matches!(self, RotateError::NotStarted(_) | RotateError::Store { .. }).then(|| {
+            StatusError::new(
+                Component::Control,
+                "keys_not_stored",
+                self.to_string(),
+                "free space in secrets_dir (or make it writable by hubkeeper again), then run `hubkeeper rotate-keys` again",
+            )
+        })
+    }
 }
 
 /// Answers a rotation with the new access key id.
@@ -242,6 +266,27 @@ impl Engine {
         self.supervisor
             .run(tunnel_spec(cfg, &self.store, &stored))
             .await;
+        match self.state.rotation_pending.clone() {
+            Some(h) if h == plan.hub_id.as_str() => {
+                // After the tunnel started: the control service must never hold it up.
+                tracing::warn!(
+                    "a key rotation was cut short (a crash, or secrets_dir not writable): rotating again so the keys on disk are the live ones"
+                );
+                let shutdown = self.shutdown.clone();
+                let result = tokio::select! {
+                    r = self.rotate_keys(plan, &client, &stored) => r,
+                    () = shutdown.cancelled() => return Next::Shutdown,
+                };
+                // Nobody waits for this answer; the outcome is logged and in the status.
+                let _ = self.rotated(cfg, &mut stored, result);
+            }
+            Some(_) => {
+                // For a hub this enrollment is not: nothing of it is on disk any more.
+                self.state.rotation_pending = None;
+                self.save_state();
+            }
+            None => {}
+        }
 
         let mut rotate_at = scheduled_rotation(cfg, &stored);
         let mut rotate_backoff = Backoff::new(RETRY_INITIAL, RETRY_MAX);
@@ -254,31 +299,26 @@ impl Engine {
                 }
                 Some(reply) = self.rotate.recv() => {
                     let result = self.rotate_keys(plan, &client, &stored).await;
-                    if let Ok(next) = &result {
-                        stored = next.clone();
-                        let updated = info(cfg, &stored, Some(SystemTime::now()));
-                        self.publish(|v| v.enrollment = Some(updated));
-                        rotate_at = scheduled_rotation(cfg, &stored);
-                    }
-                    let _ = reply.send(result.map(|s| s.enrollment.r2_access_key_id));
+                    let result = self.rotated(cfg, &mut stored, result);
+                    rotate_at = scheduled_rotation(cfg, &stored);
+                    let _ = reply.send(result);
                 }
                 () = sleep_until(rotate_at), if rotate_at.is_some() => {
                     tracing::info!("the R2 keys are due for rotation (r2.rotate_every)");
-                    match self.rotate_keys(plan, &client, &stored).await {
-                        Ok(next) => {
-                            stored = next;
-                            let updated = info(cfg, &stored, Some(SystemTime::now()));
-                            self.publish(|v| v.enrollment = Some(updated));
-                            rotate_at = scheduled_rotation(cfg, &stored);
-                            rotate_backoff = Backoff::new(RETRY_INITIAL, RETRY_MAX);
-                        }
-                        // The old keys still work: try again later, without alarming
-                        // the status (the log and the failure metric say it).
-                        Err(_) => {
-                            rotate_at = Some(
-                                tokio::time::Instant::now() + jitter(rotate_backoff.next_delay()),
-                            );
-                        }
+                    let result = self.rotate_keys(plan, &client, &stored).await;
+                    let done = result.is_ok();
+                    // Nobody waits for this answer. A control-service failure leaves the
+                    // old keys working: tried again later, without alarming the status
+                    // (the log and the failure metric say it); a secrets_dir that kept
+                    // the keys from disk is in the status (`rotated`).
+                    let _ = self.rotated(cfg, &mut stored, result);
+                    if done {
+                        rotate_at = scheduled_rotation(cfg, &stored);
+                        rotate_backoff = Backoff::new(RETRY_INITIAL, RETRY_MAX);
+                    } else {
+                        rotate_at = Some(
+                            tokio::time::Instant::now() + jitter(rotate_backoff.next_delay()),
+                        );
                     }
                 }
             }
@@ -354,14 +394,79 @@ impl Engine {
     ) -> Result<Stored, RotateError> {
         let hub_id = plan.hub_id.as_str();
         tracing::info!(hub_id, "rotating R2 keys");
-        let keys = client.rotate_keys(hub_id).await.inspect_err(|e| {
-            tracing::warn!("key rotation failed, the old keys stay in force: {e}");
-            self.count_failure(e);
-        })?;
-        let next = enrollment::update_keys(&self.store, stored, &keys, SystemTime::now())
-            .map_err(|e| RotateError::Store(e.to_string()))?;
-        tracing::info!(access_key_id = %next.enrollment.r2_access_key_id, "R2 keys rotated");
-        Ok(next)
+        // Recorded before the service is asked; if even this cannot be written, the new
+        // keys could not be either, so the service is not asked at all.
+        let before = self.state.rotation_pending.replace(hub_id.to_owned());
+        if let Err(e) = enrollment::save_state(&self.store, &self.state) {
+            self.state.rotation_pending = before;
+            tracing::error!("key rotation not started: {e}");
+            return Err(RotateError::NotStarted(e.to_string()));
+        }
+        let keys = match client.rotate_keys(hub_id).await {
+            Ok(keys) => keys,
+            Err(e) => {
+                tracing::warn!("key rotation failed, the old keys stay in force: {e}");
+                self.count_failure(&e);
+                // A refusal means nothing changed at the service; after a timeout or a
+                // lost answer it may have rotated, so the next start rotates again.
+                if e.is_refusal() {
+                    self.state.rotation_pending = None;
+                    self.save_state();
+                }
+                return Err(e.into());
+            }
+        };
+        let now = SystemTime::now();
+        match enrollment::update_keys(&self.store, stored, &keys, now) {
+            Ok(next) => {
+                self.state.rotation_pending = None;
+                self.save_state();
+                tracing::info!(access_key_id = %next.enrollment.r2_access_key_id, "R2 keys rotated");
+                Ok(next)
+            }
+            Err(e) => {
+                let mut next = stored.clone();
+                next.enrollment.r2_access_key_id = keys.r2_access_key_id.clone();
+                next.enrollment.r2_secret_access_key = keys.r2_secret_access_key.clone();
+                next.enrollment.keys_rotated_at = Some(rfc3339(now));
+                let e = RotateError::Store {
+                    reason: e.to_string(),
+                    next: Box::new(next),
+                };
+                tracing::error!("{e}");
+                Err(e)
+            }
+        }
+    }
+
+    /// Takes a rotation's outcome: new keys (stored or not) are the ones in use from
+    /// now on, and a secrets_dir that kept them from disk is an error in the status
+    /// until a rotation is stored. Returns the answer for the caller.
+    fn rotated(
+        &mut self,
+        cfg: &Config,
+        stored: &mut Stored,
+        result: Result<Stored, RotateError>,
+    ) -> Result<String, RotateError> {
+        let next = match &result {
+            Ok(next) => Some(next.clone()),
+            Err(RotateError::Store { next, .. }) => Some((**next).clone()),
+            Err(_) => None,
+        };
+        if let Some(next) = next {
+            *stored = next;
+            let updated = info(cfg, stored, Some(SystemTime::now()));
+            self.publish(|v| v.enrollment = Some(updated));
+        }
+        match &result {
+            Ok(_) => self.publish(|v| v.errors.retain(|e| e.code != "keys_not_stored")),
+            Err(e) => {
+                if let Some(status) = e.store_status() {
+                    self.set_error(status);
+                }
+            }
+        }
+        result.map(|s| s.enrollment.r2_access_key_id)
     }
 
     /// Disabled: cloudflared stops at once, and an enrolled hub is disabled at the
@@ -507,6 +612,8 @@ impl Engine {
             }
         }
         self.state.disable_pending = None;
+        // The keys a cut-short rotation was for are gone with the hub.
+        self.state.rotation_pending = None;
         self.save_state();
         let mut backoff = Backoff::new(RETRY_INITIAL, RETRY_MAX);
         while let Err(e) = enrollment::remove_cloudflare_secrets(&self.store) {
