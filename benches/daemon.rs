@@ -43,6 +43,12 @@
 //!    WATCHDOG_USEC there is no watchdog timer, so a disabled daemon should not wake.
 //! 3. `GET /v1/status` from 1, 16 and 64 keep-alive clients against (a), then its
 //!    memory again, and the time from SIGTERM to its exit.
+//! 4. Memory under faults (`HUBKEEPER_BENCH_MEMORY_ONLY=1` skips it too): a managed
+//!    daemon's VmRSS and VmHWM once the cloudflared stand-in has flooded 10,000 lines of
+//!    1,000 bytes (alternating stdout and stderr) and the daemon has logged them all; and
+//!    a managed daemon's after 1,000 failed enroll attempts against a scripted control
+//!    service answering 503 with `Retry-After: 0` (so it retries at once; the attempts
+//!    are counted at the server).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -80,6 +86,11 @@ const TARGET_MANAGED_RSS_KIB: u64 = 8 * 1024;
 const TARGET_IDLE_WAKEUPS_PER_SEC: f64 = 1.0;
 const TARGET_RPS_AT_64: f64 = 20_000.0;
 const TARGET_P99_AT_64_MS: f64 = 2.0;
+/// Faults must not grow the daemon: bounded, whatever a child prints or how often the
+/// control service fails.
+const TARGET_FAULT_RSS_KIB: u64 = 16 * 1024;
+const FLOOD_LINES: usize = 10_000;
+const CONTROL_FAILURES: usize = 1_000;
 
 /// Window lengths; the quick variant only proves the benchmark still runs.
 struct Windows {
@@ -205,7 +216,152 @@ fn main() -> Result<()> {
         }
     }
     print_targets(wakeups, at_64.as_ref());
+    if !w.memory_only {
+        print_fault_figures();
+    }
     Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Memory under faults
+// ---------------------------------------------------------------------------
+
+fn print_fault_figures() {
+    println!("\nmemory under faults (the daemon alone, after the fault):");
+    let rows = [
+        (
+            format!("flood: {FLOOD_LINES} cloudflared lines"),
+            attempt(flood_memory),
+        ),
+        (
+            format!("control: {CONTROL_FAILURES} failures (503)"),
+            attempt(control_failures_memory),
+        ),
+    ];
+    println!(
+        "  {:<36} {:>10} {:>10}  target (VmRSS)",
+        "", "VmRSS", "VmHWM"
+    );
+    for (name, r) in rows {
+        match r {
+            Ok((m, note)) => {
+                let ok = m.vm_rss <= TARGET_FAULT_RSS_KIB;
+                println!(
+                    "  {name:<36} {:>10} {:>10}  bounded: < {} {}",
+                    kib(m.vm_rss),
+                    kib(m.vm_hwm),
+                    kib(TARGET_FAULT_RSS_KIB),
+                    if ok { "met" } else { "MISSED" }
+                );
+                println!("    {note}");
+            }
+            Err(e) => println!("  {name:<36} not measured: {e}"),
+        }
+    }
+}
+
+/// A managed daemon (own binary copy) against `url`, with the stand-in behaving as
+/// `behavior`; returns it and the stand-in.
+fn faulty_managed(url: &str, behavior: &str) -> Result<(Daemon, Standin)> {
+    let dir = open_tempdir();
+    fs::write(dir.path().join("control-token"), CONTROL_TOKEN)?;
+    let standin = Standin {
+        dir: dir.path().join("standin"),
+    };
+    fs::create_dir(&standin.dir)?;
+    standin.behave(behavior);
+    let config = format!(
+        "{BASE}enabled = true\nmode = \"managed\"\nhub_id = \"hub-fault\"\n\
+         [managed]\nurl = \"{url}\"\ntoken_file = \"control-token\"\naccount_id = \"acct-bench\"\n\
+         license_id = \"lic-bench\"\nrequested_subdomain = \"bench\"\n\
+         [tunnel]\ncloudflared = \"{}\"\nmetrics = \"127.0.0.1:{}\"\norigin = \"{}\"\n\
+         [health]\ninterval = \"20s\"\ndns_resolver = \"{}\"\n\
+         public_url = \"http://127.0.0.1:{}/\"\n\
+         [backup]\nenabled = false\n",
+        STANDIN.display(),
+        free_port(),
+        testkit::stack::hub_origin().url,
+        testkit::dns::hub_test_zone().addr,
+        free_port(),
+    );
+    testkit::stack::write_edge(&standin.dir, &config);
+    let sdir = standin
+        .dir
+        .to_str()
+        .context("temp path is not UTF-8")?
+        .to_owned();
+    let d = spawn_own_copy(dir, &config, &[("CLOUDFLARED_STANDIN_DIR", sdir.as_str())])?;
+    Ok((d, standin))
+}
+
+fn wait_until(limit: Duration, what: &str, mut f: impl FnMut() -> bool) -> Result<()> {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        if f() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    bail!("timed out after {limit:?} waiting for {what}")
+}
+
+fn flood_memory() -> Result<(Memory, String)> {
+    let control = ControlService::start();
+    let (d, standin) = faulty_managed(
+        &control.url,
+        &format!("flood_lines = {FLOOD_LINES}\nflood_line_bytes = 1000\n"),
+    )?;
+    let started = Instant::now();
+    wait_until(Duration::from_secs(60), "the flood written", || {
+        !standin.of("flood_done").is_empty()
+    })?;
+    let logged = || {
+        fs::read_to_string(&d.log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("xxxxxxxxxx"))
+            .count()
+    };
+    wait_until(Duration::from_secs(60), "the flood in the log", || {
+        logged() >= FLOOD_LINES
+    })?;
+    let took = started.elapsed();
+    let m = Memory::read(d.child.id() as i32)?;
+    let restarts = standin.of("start").len().saturating_sub(1);
+    Ok((
+        m,
+        format!(
+            "{} lines logged {} after start, cloudflared restarts {restarts}",
+            logged(),
+            ms(took)
+        ),
+    ))
+}
+
+fn control_failures_memory() -> Result<(Memory, String)> {
+    use testkit::stack::{Answer, ScriptedServer};
+    let srv = ScriptedServer::start(vec![Answer::WithHeader(
+        503,
+        "Retry-After",
+        "0",
+        r#"{"error":{"code":"unavailable","message":"down for the bench"}}"#.into(),
+    )]);
+    let (d, _standin) = faulty_managed(&srv.url, "")?;
+    let started = Instant::now();
+    wait_until(Duration::from_secs(300), "1,000 failed enrolls", || {
+        srv.count("/enroll") >= CONTROL_FAILURES
+    })?;
+    let took = started.elapsed();
+    let m = Memory::read(d.child.id() as i32)?;
+    let n = srv.count("/enroll");
+    Ok((
+        m,
+        format!(
+            "{n} enroll attempts in {} ({:.0}/s)",
+            ms(took),
+            n as f64 / took.as_secs_f64()
+        ),
+    ))
 }
 
 // ---------------------------------------------------------------------------
