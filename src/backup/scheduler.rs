@@ -123,6 +123,7 @@ impl Backups {
             shutdown,
             overdue: false,
             profile_key_id: None,
+            not_saved: None,
         };
         (
             Backups {
@@ -164,6 +165,9 @@ struct Actor {
     overdue: bool,
     /// See [`BackupView::profile_key_id`].
     profile_key_id: Option<String>,
+    /// Why the last save of `backup-state.json` failed, until one succeeds: the history
+    /// then lives only in memory, and a restart would lose it.
+    not_saved: Option<String>,
 }
 
 /// The two kinds of run, which never overlap.
@@ -373,8 +377,12 @@ impl Actor {
             Outcome::Backup(result) => self.record_backup(result),
             Outcome::Verify(result) => self.record_verify(result),
         }
-        if let Err(e) = save(&self.store, &self.persisted) {
-            tracing::error!("cannot save {STATE_FILE}: {e}");
+        match save(&self.store, &self.persisted) {
+            Ok(()) => self.not_saved = None,
+            Err(e) => {
+                tracing::error!("cannot save {STATE_FILE}: {e}");
+                self.not_saved = Some(e.to_string());
+            }
         }
     }
 
@@ -437,6 +445,16 @@ impl Actor {
         let verifying = job == Some(Job::Verify);
         let wanted = next.is_some() || job.is_some() || blocked.is_some();
         let mut errors = Vec::new();
+        if let Some(e) = &self.not_saved {
+            errors.push(StatusError::new(
+                Component::Backup,
+                "backup_state_not_saved",
+                format!(
+                    "cannot save {STATE_FILE} ({e}): the backup history is kept in memory only and a restart would lose it"
+                ),
+                "free space on secrets_dir's filesystem or make it writable again; hubkeeper saves it after the next run",
+            ));
+        }
         if wanted {
             if let Some(why) = blocked {
                 errors.push(StatusError::new(
