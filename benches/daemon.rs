@@ -46,9 +46,10 @@
 //! 4. Memory under faults (`HUBKEEPER_BENCH_MEMORY_ONLY=1` skips it too): a managed
 //!    daemon's VmRSS and VmHWM once the cloudflared stand-in has flooded 10,000 lines of
 //!    1,000 bytes (alternating stdout and stderr) and the daemon has logged them all; and
-//!    a managed daemon's after 1,000 failed enroll attempts against a scripted control
-//!    service answering 503 with `Retry-After: 0` (so it retries at once; the attempts
-//!    are counted at the server).
+//!    a managed daemon's after 1,000 failed control-service requests: enrolled against a
+//!    scripted service that then refuses every key rotation (409), it is sent 1,000
+//!    `POST /v1/rotate-keys` (a refusal is not retried, and failed enrolls back off, so
+//!    this is the quick way to 1,000 failures; the requests are counted at the server).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -234,7 +235,7 @@ fn print_fault_figures() {
             attempt(flood_memory),
         ),
         (
-            format!("control: {CONTROL_FAILURES} failures (503)"),
+            format!("control: {CONTROL_FAILURES} failures (409)"),
             attempt(control_failures_memory),
         ),
     ];
@@ -339,25 +340,32 @@ fn flood_memory() -> Result<(Memory, String)> {
 }
 
 fn control_failures_memory() -> Result<(Memory, String)> {
-    use testkit::stack::{Answer, ScriptedServer};
-    let srv = ScriptedServer::start(vec![Answer::WithHeader(
-        503,
-        "Retry-After",
-        "0",
-        r#"{"error":{"code":"unavailable","message":"down for the bench"}}"#.into(),
-    )]);
+    use testkit::stack::{Answer, ScriptedServer, enroll_json};
+    let srv = ScriptedServer::start(vec![
+        Answer::Json(200, enroll_json()),
+        Answer::Json(
+            409,
+            r#"{"error":{"code":"conflict","message":"no rotation for the bench"}}"#.into(),
+        ),
+    ]);
     let (d, _standin) = faulty_managed(&srv.url, "")?;
-    let started = Instant::now();
-    wait_until(Duration::from_secs(300), "1,000 failed enrolls", || {
-        srv.count("/enroll") >= CONTROL_FAILURES
+    wait_until(Duration::from_secs(30), "enrolled", || {
+        d.status()["hostname"].as_str().is_some()
     })?;
+    let started = Instant::now();
+    for _ in 0..CONTROL_FAILURES {
+        let r = testkit::post(&d.socket, "/v1/rotate-keys");
+        if r.status == 200 {
+            bail!("a rotation the scripted service refuses succeeded");
+        }
+    }
     let took = started.elapsed();
     let m = Memory::read(d.child.id() as i32)?;
-    let n = srv.count("/enroll");
+    let n = srv.count("/rotate-keys");
     Ok((
         m,
         format!(
-            "{n} enroll attempts in {} ({:.0}/s)",
+            "{n} refused rotations in {} ({:.0}/s)",
             ms(took),
             n as f64 / took.as_secs_f64()
         ),

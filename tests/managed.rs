@@ -947,3 +947,25 @@ fn keys_due_for_rotation_are_rotated_on_schedule() {
     );
     d.wait_status("ready with the new keys", ready);
 }
+
+#[test]
+fn retry_after_0_does_not_make_a_hot_loop() {
+    let (srv, _d) = scripted(vec![Answer::WithHeader(
+        503,
+        "Retry-After",
+        "0",
+        r#"{"error":{"code":"busy","message":"try later"}}"#.into(),
+    )]);
+    wait_for(Duration::from_secs(20), "a second attempt", || {
+        srv.count("/enroll") >= 2
+    });
+    let second = std::time::Instant::now();
+    wait_for(Duration::from_secs(20), "a fourth attempt", || {
+        srv.count("/enroll") >= 4
+    });
+    // The backoff waits at least 0.5 s and then 1 s between them (half of 1 s and 2 s,
+    // jittered); taken literally, `Retry-After: 0` made hundreds of attempts a second.
+    // A slow machine only makes the gap longer.
+    let gap = second.elapsed();
+    assert!(gap >= Duration::from_millis(1400), "{gap:?}");
+}

@@ -249,10 +249,12 @@ impl ControlClient {
             match self.once(method.clone(), path, body).await {
                 Ok(v) => return Ok(v),
                 Err(e) if e.retryable() && attempt < self.retry.attempts => {
+                    // Retry-After is a floor, never a licence to hammer: a broken
+                    // service answering `Retry-After: 0` still gets our backoff.
+                    let step = jitter(backoff.next_delay());
                     let wait = e
                         .retry_after()
-                        .map(|d| d.min(self.retry.max))
-                        .unwrap_or_else(|| jitter(backoff.next_delay()));
+                        .map_or(step, |d| d.min(self.retry.max).max(step));
                     tracing::debug!(
                         attempt,
                         wait_ms = wait.as_millis() as u64,

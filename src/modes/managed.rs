@@ -763,12 +763,14 @@ impl Engine {
     }
 }
 
-/// How long to wait after a failed attempt: what the service asked for, if it did
-/// (`Retry-After`), else the next jittered backoff step.
+/// How long to wait after a failed attempt: the next jittered backoff step, or longer
+/// if the service asked for more (`Retry-After` is a floor: a broken service answering
+/// `Retry-After: 0` must not turn every hub into a hot loop against it).
 fn retry_delay(backoff: &mut Backoff, failure: Option<&ControlError>) -> Duration {
+    let step = jitter(backoff.next_delay());
     failure
         .and_then(ControlError::retry_after)
-        .unwrap_or_else(|| jitter(backoff.next_delay()))
+        .map_or(step, |asked| asked.max(step))
 }
 
 /// When `r2.rotate_every` next asks for new keys: that long after the last rotation (or
