@@ -58,6 +58,8 @@ pub fn spawn(mut cmd: Command, name: &'static str) -> std::io::Result<Child> {
 
 async fn forward(stream: impl AsyncRead + Unpin, name: &'static str, pid: u32) {
     for_each_line(stream, |line| {
+        // A child's bytes must not be able to forge or recolour lines of our log.
+        let line = hubkeeper_proto::text::printable(line);
         // cloudflared marks levels as INF/WRN/ERR/DBG; keep them meaningful in ours.
         if line.contains(" ERR ") || line.contains(" WRN ") {
             tracing::warn!(child = name, pid, "{line}");
