@@ -497,8 +497,9 @@ fn humantime_bytes(n: usize) -> String {
 }
 
 /// The snapshot `backup --json` printed (the last JSON object on stdout: one per
-/// `[[backup.snapshots]]` entry).
-fn parse_snapshot(stdout: &[u8]) -> Result<Snapshot, RunError> {
+/// `[[backup.snapshots]]` entry). Public for the fuzz targets (crates/fuzz).
+#[doc(hidden)]
+pub fn parse_snapshot(stdout: &[u8]) -> Result<Snapshot, RunError> {
     let last = serde_json::Deserializer::from_slice(stdout)
         .into_iter::<serde_json::Value>()
         .filter_map(Result::ok)
@@ -518,7 +519,8 @@ fn parse_snapshot(stdout: &[u8]) -> Result<Snapshot, RunError> {
         id,
         files: s["total_files_processed"].as_u64().unwrap_or(0),
         bytes_added: s["data_added"].as_u64().unwrap_or(0),
-        duration: Duration::from_secs_f64(secs.max(0.0)),
+        // Negative or past what a Duration holds: unknown, like a missing one.
+        duration: Duration::try_from_secs_f64(secs).unwrap_or(Duration::ZERO),
     })
 }
 
@@ -563,6 +565,16 @@ mod tests {
             long.len() <= DETAIL_CAP + 6 && long.ends_with("[cut]"),
             "{long}"
         );
+    }
+
+    #[test]
+    fn an_absurd_duration_from_rustic_is_unknown_not_a_panic() {
+        // Found by the fuzz target `rustic`: Duration::from_secs_f64 panics past u64 seconds.
+        for secs in ["1e20", "1.7976931348623157e308", "-5"] {
+            let out = format!(r#"{{"id":"aaa","summary":{{"backup_duration":{secs}}}}}"#);
+            let s = parse_snapshot(out.as_bytes()).unwrap();
+            assert_eq!(s.duration, Duration::ZERO, "{secs}");
+        }
     }
 
     #[test]
