@@ -62,10 +62,7 @@ pub fn parse<T: DeserializeOwned>(
 ) -> Result<Located<T>, Vec<Diagnostic>> {
     let (mut table, syntax) = DeTable::parse_recoverable(text);
     if !syntax.is_empty() {
-        return Err(syntax
-            .iter()
-            .map(|e| Diagnostic::new(None, e.message().trim()).at(text, e.span()))
-            .collect());
+        return Err(syntax.iter().map(|e| syntax_problem(text, e)).collect());
     }
     // Owned, so that the document can be cloned for each retry and edited in between.
     table.get_mut().make_owned();
@@ -370,6 +367,34 @@ fn remove_key(root: &mut DeTable<'_>, path: &str, arrays: ArrayPaths) -> bool {
     t.remove(last).is_some()
 }
 
+/// A syntax error where toml put it. toml reports a dotted key deeper than its limit
+/// without a span: that one is placed at the key with the most dots and explained.
+fn syntax_problem(text: &str, e: &toml::de::Error) -> Diagnostic {
+    let message = e.message().trim();
+    if e.span().is_none() && message == "recursion limit" {
+        return Diagnostic {
+            location: Some((deepest_key_line(text), 1)),
+            key: None,
+            message: "a key or table header has too many dotted parts (toml allows fewer \
+                      than 80): shorten it"
+                .into(),
+        };
+    }
+    Diagnostic::new(None, message).at(text, e.span())
+}
+
+/// The 1-based line whose key (before any `=`) has the most dots.
+fn deepest_key_line(text: &str) -> usize {
+    text.lines()
+        .enumerate()
+        .max_by_key(|(i, l)| {
+            let key = l.split('=').next().unwrap_or("");
+            // The first of equal lines wins.
+            (key.matches('.').count(), std::cmp::Reverse(*i))
+        })
+        .map_or(1, |(i, _)| i + 1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -417,6 +442,29 @@ mod tests {
                 )
             })
             .collect()
+    }
+
+    #[test]
+    fn a_key_nested_too_deep_is_placed_and_explained() {
+        // Found by the fuzz target `config`: toml reports this without a span, and the
+        // diagnostic said only "recursion limit", nowhere.
+        let deep = format!("[{}b]", "a.".repeat(100));
+        for text in [
+            format!("name = \"x\"\n{deep}\nsize = 1\n"),
+            format!("name = \"x\"\n\n{}b = 1\n", "a.".repeat(100)),
+        ] {
+            let problems = parse::<Doc>(&text, ArrayPaths::Indexed).unwrap_err();
+            let shown = shown(&problems);
+            assert_eq!(shown.len(), 1, "{shown:?}");
+            assert!(
+                shown[0].starts_with(&format!(
+                    "{}:1: -: ",
+                    2 + usize::from(text.contains("\n\n"))
+                )),
+                "{shown:?}"
+            );
+            assert!(shown[0].contains("too many dotted parts"), "{shown:?}");
+        }
     }
 
     #[test]
