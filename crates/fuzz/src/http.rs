@@ -30,17 +30,24 @@ pub struct GenRequest {
     pub route: String,
 }
 
-/// A request. `paths` are the server's routes; `body_keys` the JSON fields its bodies
-/// have; `cap` its body limit; `extra_headers` are always sent when clean (a token).
+/// The JSON fields of a route's body, each with plausible values (JSON text).
+pub type Fields = &'static [(&'static str, &'static [&'static str])];
+
+/// A request. `routes` are the server's paths with their body fields; `cap` its body
+/// limit; `extra_headers` are always sent when clean (a token).
 pub fn request(
     u: U,
-    paths: &[&str],
-    body_keys: &[&str],
+    routes: &[(&str, Fields)],
     cap: usize,
     extra_headers: &[String],
 ) -> arbitrary::Result<GenRequest> {
     let mut clean = true;
-    let method = if u.int_in_range(0..=7u8)? > 0 {
+    // Half the requests are well-formed, to get past the HTTP layer into the handler.
+    let calm: bool = u.arbitrary()?;
+    let &(route_path, fields) = u.choose(routes)?;
+    let method = if !fields.is_empty() && u.int_in_range(0..=3u8)? > 0 {
+        "POST"
+    } else if calm || u.int_in_range(0..=7u8)? > 0 {
         *u.choose(&["GET", "HEAD", "POST"])?
     } else {
         clean = false;
@@ -49,8 +56,8 @@ pub fn request(
             "M-SEARCH", "PRI",
         ])?
     };
-    let mut path = (*u.choose(paths)?).to_owned();
-    if u.int_in_range(0..=2u8)? == 0 {
+    let mut path = route_path.to_owned();
+    if !calm && u.int_in_range(0..=3u8)? == 0 {
         clean = false;
         match u.int_in_range(0..=10u8)? {
             0 => path.push('/'),
@@ -94,7 +101,7 @@ pub fn request(
         }
         _ => {}
     }
-    let version = if u.int_in_range(0..=9u8)? > 0 {
+    let version = if calm || u.int_in_range(0..=9u8)? > 0 {
         "HTTP/1.1"
     } else {
         clean = false;
@@ -109,6 +116,16 @@ pub fn request(
         ])?
     };
     let body: Vec<u8> = match u.int_in_range(0..=9u8)? {
+        4..=7 if !fields.is_empty() => {
+            // Plausible: most fields, with values the server may accept.
+            let mut parts = Vec::new();
+            for (k, values) in fields {
+                if u.int_in_range(0..=5u8)? > 0 {
+                    parts.push(format!("\"{k}\":{}", u.choose(values)?));
+                }
+            }
+            format!("{{{}}}", parts.join(",")).into_bytes()
+        }
         0..=2 => Vec::new(),
         3 => b"{}".to_vec(),
         4 => b" \n\t".to_vec(),
@@ -120,17 +137,18 @@ pub fn request(
             b
         }
         _ => {
+            let keys: Vec<&str> = fields.iter().map(|f| f.0).collect();
             let mut s = String::new();
             if u.int_in_range(0..=4u8)? == 0 {
-                craft::json_value(u, body_keys, 0, &mut s)?;
+                craft::json_value(u, &keys, 0, &mut s)?;
             } else {
-                craft::json_object(u, body_keys, 0, &mut s)?;
+                craft::json_object(u, &keys, 0, &mut s)?;
             }
             s.into_bytes()
         }
     };
     let mut head = format!("{method} {path} {version}\r\n");
-    if u.int_in_range(0..=9u8)? > 0 {
+    if calm || u.int_in_range(0..=9u8)? > 0 {
         head.push_str("Host: localhost\r\n");
     }
     for h in extra_headers {
@@ -142,7 +160,7 @@ pub fn request(
     if chunked {
         head.push_str("Transfer-Encoding: chunked\r\n");
     } else if !body.is_empty() || u.arbitrary()? {
-        let len = match u.int_in_range(0..=7u8)? {
+        let len = match u.int_in_range(0..=7u8)? + 2 * u8::from(calm) {
             0 => {
                 framing_ok = false;
                 (*u.choose(&[
@@ -166,7 +184,7 @@ pub fn request(
         };
         head.push_str(&format!("Content-Length: {len}\r\n"));
     }
-    for _ in 0..u.int_in_range(0..=3u8)? {
+    for _ in 0..u.int_in_range(0..=3u8)? * u8::from(!calm) {
         let (name, value) = match u.int_in_range(0..=9u8)? {
             0 => {
                 clean = false;
@@ -222,7 +240,7 @@ pub fn request(
         let mut rest: &[u8] = &body;
         while !rest.is_empty() {
             let n = rest.len().min(usize::from(u.int_in_range(1..=255u8)?) * 64);
-            let size = match u.int_in_range(0..=30u8)? {
+            let size = match u.int_in_range(0..=30u8)? + u8::from(calm) {
                 0 => {
                     framing_ok = false;
                     (*u.choose(&["ffffffffffffffffff", "-1", "zz", "", "1;ext=\"x\""])?).to_owned()
@@ -235,7 +253,7 @@ pub fn request(
             bytes.extend_from_slice(b"\r\n");
             rest = &rest[n..];
         }
-        if u.int_in_range(0..=9u8)? > 0 {
+        if calm || u.int_in_range(0..=9u8)? > 0 {
             bytes.extend_from_slice(b"0\r\n\r\n");
         } else {
             framing_ok = false;
@@ -243,7 +261,7 @@ pub fn request(
     } else {
         bytes.extend_from_slice(&body);
     }
-    if u.int_in_range(0..=4u8)? == 0 {
+    if !calm && u.int_in_range(0..=4u8)? == 0 {
         clean = false;
         craft::mutate(u, &mut bytes)?;
     }

@@ -7,7 +7,7 @@
 use super::socket_api::check;
 use super::{Target, runtime};
 use crate::craft::U;
-use crate::http::{request, serve_bytes};
+use crate::http::{Fields, request, serve_bytes};
 use hubkeeper_control::api::routes::{MAX_BODY, handle};
 use hubkeeper_control::api::{Limits, State};
 use hubkeeper_control::provision::{BucketDeletion, ProvisionError, Provisioner, R2Key, Tunnel};
@@ -21,13 +21,65 @@ use tokio::runtime::Runtime;
 
 const TOKEN: &str = "fuzz-control-token";
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-const KEYS: &[&str] = &[
-    "account_id",
-    "hub_id",
-    "license_id",
-    "requested_subdomain",
-    "delete_bucket",
-    "retention_days",
+const HUBS: &[&str] = &[
+    r#""hub-1""#,
+    r#""hub-2""#,
+    r#""hub-1 ""#,
+    r#""HUB-1""#,
+    r#""""#,
+    "1",
+];
+const ENROLL: Fields = &[
+    (
+        "account_id",
+        &[
+            r#""acct""#,
+            r#""acct-2""#,
+            r#""""#,
+            r#""\u001b[2J""#,
+            "null",
+        ],
+    ),
+    ("hub_id", HUBS),
+    ("license_id", &[r#""lic""#, r#""""#, "7"]),
+    (
+        "requested_subdomain",
+        &[
+            r#""acme""#,
+            r#""ACME""#,
+            r#""a.b""#,
+            r#""-x""#,
+            r#""""#,
+            "null",
+        ],
+    ),
+];
+const HUB: Fields = &[("hub_id", HUBS)];
+const DISABLE: Fields = &[
+    ("hub_id", HUBS),
+    ("delete_bucket", &["true", "false", "0", r#""true""#]),
+    (
+        "retention_days",
+        &[
+            "0",
+            "1",
+            "30",
+            "3650",
+            "3651",
+            "4294967295",
+            "4294967296",
+            "-1",
+            "1.5",
+        ],
+    ),
+];
+const ROUTES: &[(&str, Fields)] = &[
+    (api::ENROLL, ENROLL),
+    (api::STATUS, &[]),
+    (api::ROTATE_KEYS, HUB),
+    (api::DISABLE, DISABLE),
+    ("/", &[]),
+    ("/v1", HUB),
 ];
 
 pub struct ControlApi {
@@ -68,17 +120,9 @@ impl Target for ControlApi {
             3 => vec![format!("Authorization: Bearer {TOKEN}x")],
             _ => vec![format!("Authorization: Bearer {TOKEN}")],
         };
-        let paths = [
-            api::ENROLL,
-            api::STATUS,
-            api::ROTATE_KEYS,
-            api::DISABLE,
-            "/",
-            "/v1",
-        ];
         let mut bytes = vec![0];
         for i in 0..u.int_in_range(1..=3u8)? {
-            let r = request(u, &paths, KEYS, MAX_BODY, &auth)?;
+            let r = request(u, ROUTES, MAX_BODY, &auth)?;
             if i == 0 {
                 // Only an authorised POST to a route with a body reads it.
                 let authorised = auth

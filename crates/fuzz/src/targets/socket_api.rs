@@ -5,7 +5,7 @@
 
 use super::{Target, runtime};
 use crate::craft::U;
-use crate::http::{request, serve_bytes, statuses};
+use crate::http::{Fields, request, serve_bytes, statuses};
 use hubkeeper::api::routes::{ConnFacts, MAX_BODY, handle};
 use hubkeeper::api::server::Context;
 use hubkeeper::daemon::commands::{CommandRequest, Outcome};
@@ -18,16 +18,16 @@ use std::time::Duration;
 use tokio::runtime::Runtime;
 use tokio::sync::{mpsc, watch};
 
-const PATHS: &[&str] = &[
-    "/v1/status",
-    "/v1/health",
-    "/metrics",
-    "/v1/rotate-keys",
-    "/v1/backup",
-    "/v1/check",
-    "/",
-    "/v1",
-    "/v2/status",
+const ROUTES: &[(&str, Fields)] = &[
+    ("/v1/status", &[]),
+    ("/v1/health", &[]),
+    ("/metrics", &[]),
+    ("/v1/rotate-keys", &[]),
+    ("/v1/backup", &[]),
+    ("/v1/check", &[]),
+    ("/", &[]),
+    ("/v1", &[]),
+    ("/v2/status", &[]),
 ];
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -71,7 +71,7 @@ impl Target for SocketApi {
         let may_post: bool = u.arbitrary()?;
         let mut bytes = vec![u8::from(may_post), 0];
         for i in 0..u.int_in_range(1..=3u8)? {
-            let r = request(u, PATHS, &[], MAX_BODY, &[])?;
+            let r = request(u, ROUTES, MAX_BODY, &[])?;
             if i == 0 {
                 bytes[1] = u8::from(r.over_cap);
             }
@@ -107,6 +107,13 @@ pub fn check(out: &[u8], over_cap: bool) -> Result<(), String> {
         ));
     }
     let codes = statuses(out);
+    if std::env::var_os("HUBKEEPER_FUZZ_TRACE").is_some() {
+        // For tuning the generators: which answers do inputs reach?
+        eprintln!(
+            "answers {codes:?} {:?}",
+            String::from_utf8_lossy(&out[..out.len().min(400)])
+        );
+    }
     if over_cap && codes.first() != Some(&413) {
         return Err(format!(
             "a clean request with a body over the cap got {:?}, not 413",
