@@ -10,7 +10,10 @@ use hubkeeper_fuzz::targets;
 
 fn main() {
     let name = std::env::var("HUBKEEPER_FUZZ_TARGET").unwrap_or_else(|_| "config".into());
-    let mut target = targets::make(&name).expect("HUBKEEPER_FUZZ_TARGET names a target");
+    // A panic ends the process under AFL (its hook aborts): no state outlives one.
+    let mut target = std::panic::AssertUnwindSafe(
+        targets::make(&name).expect("HUBKEEPER_FUZZ_TARGET names a target"),
+    );
     afl::fuzz!(|data: &[u8]| {
         let mut u = Unstructured::new(data);
         let input = target.generate(&mut u).unwrap_or_default();
