@@ -5,7 +5,8 @@
 //! keys dropped or added, hostile TOML fragments, then byte damage.
 //!
 //! Properties: no panic; a refused config has at least one problem and every problem
-//! names where it is (a line or a key); no problem quotes a secret file's contents.
+//! names where it is (a line or a key; except "this is the other program's config",
+//! which is about the whole file); no problem quotes a secret file's contents.
 
 use super::Target;
 use crate::craft::{self, U};
@@ -367,7 +368,10 @@ fn check_error(e: &hubkeeper::config::ConfigError, path: &Path) -> Result<(), St
         ));
     }
     for p in &e.problems {
-        if p.location.is_none() && p.key.is_none() {
+        // The one whole-file problem: a config for the other program (its keys
+        // follow, each placed).
+        let whole_file = p.message.starts_with("this looks like a config for");
+        if p.location.is_none() && p.key.is_none() && !whole_file {
             return Err(format!("a problem names no place: {}", p.message));
         }
         if p.message.contains(SECRET_MARK) {
