@@ -48,7 +48,11 @@ impl Target for ReadyProbe {
         let verdict = self
             .rt
             .block_on(probe(self.peer.addr, Duration::from_secs(60)));
-        let ok_status = input.starts_with(b"HTTP/1.1 200") || input.starts_with(b"HTTP/1.0 200");
+        // HTTP/1.1 lets a client skip empty lines before the status line (RFC 9112 §2.2).
+        let start = input.iter().position(|b| !b"\r\n".contains(b)).unwrap_or(0);
+        let status_line = &input[start..];
+        let ok_status =
+            status_line.starts_with(b"HTTP/1.1 200") || status_line.starts_with(b"HTTP/1.0 200");
         if let Probe::Ready { connections } = verdict
             && (connections == 0 || !ok_status)
         {
