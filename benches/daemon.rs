@@ -350,7 +350,8 @@ fn control_failures_memory() -> Result<(Memory, String)> {
     ]);
     let (d, _standin) = faulty_managed(&srv.url, "")?;
     wait_until(Duration::from_secs(30), "enrolled", || {
-        d.status()["hostname"].as_str().is_some()
+        // The socket appears once the daemon serves; it is not waited for above.
+        d.socket.exists() && d.status()["hostname"].as_str().is_some()
     })?;
     let started = Instant::now();
     for _ in 0..CONTROL_FAILURES {
