@@ -31,10 +31,21 @@ pub struct Enrollment {
     /// `r2.rotate_every` counts from it, or from `enrolled_at`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keys_rotated_at: Option<String>,
+    /// The origin the service was last told about; absent in files from before it was
+    /// sent (the daemon then tells the service once).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress: Option<Ingress>,
     /// Absent in files written before hubkeeper recorded it: such an enrollment is taken
     /// to be for the hub the config names.
     #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
     pub made_for: Option<MadeFor>,
+}
+
+/// What the tunnel's ingress was set to: `tunnel.origin` and `tunnel.no_tls_verify`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ingress {
+    pub origin: String,
+    pub no_tls_verify: bool,
 }
 
 /// Whom an enrollment belongs to: a config naming someone else must not use it, and a
@@ -93,6 +104,7 @@ pub fn save(
     store: &SecretsStore,
     r: &EnrollResponse,
     made_for: MadeFor,
+    ingress: Ingress,
     now: SystemTime,
 ) -> Result<Stored, StoreError> {
     let stored = Stored {
@@ -105,6 +117,7 @@ pub fn save(
             r2_secret_access_key: r.r2_secret_access_key.clone(),
             enrolled_at: crate::status::rfc3339(now),
             keys_rotated_at: None,
+            ingress: Some(ingress),
             made_for: Some(made_for),
         },
         tunnel_token: r.tunnel_token.clone(),
@@ -112,6 +125,29 @@ pub fn save(
     store.write_if_changed(TUNNEL_TOKEN, stored.tunnel_token.expose().as_bytes())?;
     write_enrollment(store, &stored.enrollment)?;
     Ok(stored)
+}
+
+/// Stores what a repeated enroll (a changed origin) returned: the same hub, so its
+/// enrollment and rotation times stay.
+pub fn refresh(
+    store: &SecretsStore,
+    stored: &Stored,
+    r: &EnrollResponse,
+    ingress: Ingress,
+) -> Result<Stored, StoreError> {
+    let mut next = stored.clone();
+    let e = &mut next.enrollment;
+    e.tunnel_id = r.tunnel_id.clone();
+    e.hostname = r.hostname.clone();
+    e.r2_endpoint = r.r2_endpoint.clone();
+    e.r2_bucket = r.r2_bucket.clone();
+    e.r2_access_key_id = r.r2_access_key_id.clone();
+    e.r2_secret_access_key = r.r2_secret_access_key.clone();
+    e.ingress = Some(ingress);
+    next.tunnel_token = r.tunnel_token.clone();
+    store.write_if_changed(TUNNEL_TOKEN, next.tunnel_token.expose().as_bytes())?;
+    write_enrollment(store, &next.enrollment)?;
+    Ok(next)
 }
 
 /// Replaces the R2 keys after a rotation (one atomic rewrite).
@@ -197,6 +233,13 @@ mod tests {
         }
     }
 
+    fn ingress() -> Ingress {
+        Ingress {
+            origin: "http://127.0.0.1:8080/".into(),
+            no_tls_verify: false,
+        }
+    }
+
     fn made_for() -> MadeFor {
         MadeFor {
             hub_id: "hub-1".into(),
@@ -210,7 +253,14 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let store = SecretsStore::open(&t.path().join("s")).unwrap();
         assert!(load(&store).unwrap().is_none());
-        let saved = save(&store, &response(), made_for(), SystemTime::UNIX_EPOCH).unwrap();
+        let saved = save(
+            &store,
+            &response(),
+            made_for(),
+            ingress(),
+            SystemTime::UNIX_EPOCH,
+        )
+        .unwrap();
         let json: serde_json::Value =
             serde_json::from_slice(&store.read(ENROLLMENT).unwrap().unwrap()).unwrap();
         let mut keys: Vec<_> = json.as_object().unwrap().keys().cloned().collect();
@@ -223,6 +273,7 @@ mod tests {
                 "enrolled_at",
                 "hostname",
                 "hub_id",
+                "ingress",
                 "r2_access_key_id",
                 "r2_bucket",
                 "r2_endpoint",
@@ -262,7 +313,14 @@ mod tests {
     fn enrollment_without_token_is_damaged() {
         let t = tempfile::tempdir().unwrap();
         let store = SecretsStore::open(&t.path().join("s")).unwrap();
-        save(&store, &response(), made_for(), SystemTime::now()).unwrap();
+        save(
+            &store,
+            &response(),
+            made_for(),
+            ingress(),
+            SystemTime::now(),
+        )
+        .unwrap();
         store.remove(TUNNEL_TOKEN).unwrap();
         assert!(matches!(load(&store), Err(EnrollmentError::Damaged { .. })));
     }

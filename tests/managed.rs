@@ -969,3 +969,39 @@ fn retry_after_0_does_not_make_a_hot_loop() {
     let gap = second.elapsed();
     assert!(gap >= Duration::from_millis(1400), "{gap:?}");
 }
+
+#[test]
+fn enroll_tells_the_origin_and_a_changed_origin_is_told_again_without_a_restart() {
+    let (srv, d) = scripted(vec![Answer::Json(200, enroll_json())]);
+    let s = d.wait_status("enrolled", tunnel_up_with_r2_unreachable);
+    let pid = s["tunnel"]["pid"].clone();
+    let first = srv.matching("/enroll");
+    assert!(
+        first[0].contains(&format!(
+            "\"origin\":\"{}/\"",
+            support::stack::hub_origin().url
+        )) && first[0].contains("\"no_tls_verify\":false"),
+        "{first:?}"
+    );
+    set_key(
+        &d,
+        "origin",
+        "\"https://127.0.0.1:8443\"\nno_tls_verify = true",
+    );
+    wait_for(
+        Duration::from_secs(20),
+        "an enroll with the new origin",
+        || {
+            srv.matching("/enroll").iter().any(|r| {
+                r.contains("\"origin\":\"https://127.0.0.1:8443/\"")
+                    && r.contains("\"no_tls_verify\":true")
+            })
+        },
+    );
+    wait_for(Duration::from_secs(20), "the new origin recorded", || {
+        let e: serde_json::Value =
+            serde_json::from_str(&read(&secrets(&d).join("enrollment.json"))).unwrap();
+        e["ingress"]["origin"] == "https://127.0.0.1:8443/" && e["ingress"]["no_tls_verify"] == true
+    });
+    assert_eq!(d.status()["tunnel"]["pid"], pid, "the tunnel kept running");
+}

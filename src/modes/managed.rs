@@ -13,7 +13,7 @@
 
 use crate::config::duration::to_go_duration;
 use crate::config::{Config, ControlService, DisabledPlan, LoadedConfig, ManagedPlan, Plan};
-use crate::enrollment::{self, MadeFor, PendingDisable, Stored};
+use crate::enrollment::{self, Ingress, MadeFor, PendingDisable, Stored};
 use crate::modes::control_client::{ControlClient, ControlError, RetryPolicy};
 use crate::secrets::SecretsStore;
 use crate::status::{Component, StatusError, rfc3339};
@@ -253,7 +253,7 @@ impl Engine {
         };
         let (mut stored, keys_since) = match stored {
             Some(s) => (s, None),
-            None => match self.enroll(plan, &client).await {
+            None => match self.enroll(cfg, plan, &client).await {
                 Ok(s) => (s, Some(SystemTime::now())),
                 Err(next) => return next,
             },
@@ -289,6 +289,11 @@ impl Engine {
         }
 
         let mut rotate_at = scheduled_rotation(cfg, &stored);
+        // A changed tunnel.origin or no_tls_verify is told to the service by enrolling
+        // again (it sets the ingress); the tunnel keeps running meanwhile.
+        let mut ingress_at = (stored.enrollment.ingress.as_ref() != Some(&ingress(cfg)))
+            .then(tokio::time::Instant::now);
+        let mut ingress_backoff = Backoff::new(RETRY_INITIAL, RETRY_MAX);
         let mut rotate_backoff = Backoff::new(RETRY_INITIAL, RETRY_MAX);
         loop {
             tokio::select! {
@@ -302,6 +307,33 @@ impl Engine {
                     let result = self.rotated(cfg, &mut stored, result);
                     rotate_at = scheduled_rotation(cfg, &stored);
                     let _ = reply.send(result);
+                }
+                () = sleep_until(ingress_at), if ingress_at.is_some() => {
+                    match self.update_ingress(cfg, plan, &client, &stored).await {
+                        Ok(next) => {
+                            stored = next;
+                            let updated = info(cfg, &stored, None);
+                            self.publish(|v| {
+                                v.enrollment = Some(updated);
+                                v.errors.retain(|e| e.code != "ingress_not_updated");
+                            });
+                            self.supervisor
+                                .run(tunnel_spec(cfg, &self.store, &stored))
+                                .await;
+                            ingress_at = None;
+                        }
+                        Err(e) => {
+                            self.set_error(StatusError::new(
+                                Component::Enroll,
+                                "ingress_not_updated",
+                                format!("the control service was not told the new tunnel.origin: {e}"),
+                                "the tunnel keeps running with the previous origin; hubkeeper retries with backoff",
+                            ));
+                            ingress_at = Some(
+                                tokio::time::Instant::now() + jitter(ingress_backoff.next_delay()),
+                            );
+                        }
+                    }
                 }
                 () = sleep_until(rotate_at), if rotate_at.is_some() => {
                     tracing::info!("the R2 keys are due for rotation (r2.rotate_every)");
@@ -326,13 +358,13 @@ impl Engine {
     }
 
     /// Tries to enroll until it works, the config changes, or the daemon stops.
-    async fn enroll(&mut self, plan: &ManagedPlan, client: &ControlClient) -> Result<Stored, Next> {
-        let req = EnrollRequest {
-            account_id: plan.account_id.clone(),
-            hub_id: plan.hub_id.as_str().to_owned(),
-            license_id: plan.license_id.clone(),
-            requested_subdomain: plan.requested_subdomain.clone(),
-        };
+    async fn enroll(
+        &mut self,
+        cfg: &Config,
+        plan: &ManagedPlan,
+        client: &ControlClient,
+    ) -> Result<Stored, Next> {
+        let req = enroll_request(cfg, plan);
         let client = client.clone().with_retry(RetryPolicy::once());
         let mut backoff = Backoff::new(RETRY_INITIAL, RETRY_MAX);
         self.publish(|v| {
@@ -348,7 +380,13 @@ impl Engine {
             };
             match attempt {
                 Ok(resp) => {
-                    match enrollment::save(&self.store, &resp, made_for(plan), SystemTime::now()) {
+                    match enrollment::save(
+                        &self.store,
+                        &resp,
+                        made_for(plan),
+                        ingress(cfg),
+                        SystemTime::now(),
+                    ) {
                         Ok(stored) => {
                             tracing::info!(hostname = %stored.enrollment.hostname, tunnel_id = %stored.enrollment.tunnel_id, "enrolled");
                             return Ok(stored);
@@ -384,6 +422,31 @@ impl Engine {
                 next = self.interrupted() => return Err(next),
             }
         }
+    }
+
+    /// Enrolls again to tell the service the config's origin, and stores the answer.
+    async fn update_ingress(
+        &mut self,
+        cfg: &Config,
+        plan: &ManagedPlan,
+        client: &ControlClient,
+        stored: &Stored,
+    ) -> Result<Stored, String> {
+        let wanted = ingress(cfg);
+        tracing::info!(origin = %wanted.origin, no_tls_verify = wanted.no_tls_verify, "telling the control service the tunnel's origin");
+        let client = client.clone().with_retry(RetryPolicy::once());
+        let resp = client
+            .enroll(&enroll_request(cfg, plan))
+            .await
+            .map_err(|e| {
+                tracing::warn!("enroll (origin update) failed: {e}");
+                self.count_failure(&e);
+                e.to_string()
+            })?;
+        enrollment::refresh(&self.store, stored, &resp, wanted).map_err(|e| {
+            tracing::error!("the origin update could not be stored: {e}");
+            format!("the answer could not be stored: {e}")
+        })
     }
 
     async fn rotate_keys(
@@ -818,6 +881,25 @@ fn owner(s: &Stored, plan: &ManagedPlan) -> Owner {
         Owner::OtherHub(m.clone())
     } else {
         Owner::ThisHub
+    }
+}
+
+fn enroll_request(cfg: &Config, plan: &ManagedPlan) -> EnrollRequest {
+    let i = ingress(cfg);
+    EnrollRequest {
+        account_id: plan.account_id.clone(),
+        hub_id: plan.hub_id.as_str().to_owned(),
+        license_id: plan.license_id.clone(),
+        requested_subdomain: plan.requested_subdomain.clone(),
+        origin: Some(i.origin),
+        no_tls_verify: i.no_tls_verify,
+    }
+}
+
+fn ingress(cfg: &Config) -> Ingress {
+    Ingress {
+        origin: cfg.tunnel.origin.0.to_string(),
+        no_tls_verify: cfg.tunnel.no_tls_verify,
     }
 }
 

@@ -101,6 +101,23 @@ pub fn check_license_id(s: &str) -> Result<(), String> {
     }
 }
 
+/// Longest origin URL accepted in an enroll.
+const MAX_ORIGIN: usize = 2048;
+
+/// A hub's origin: an absolute http(s) URL with a host, as a tunnel ingress takes it.
+pub fn check_origin(s: &str) -> Result<(), String> {
+    let parsed = (s.len() <= MAX_ORIGIN)
+        .then(|| url::Url::parse(s).ok())
+        .flatten()
+        .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
+    match parsed {
+        Some(_) => Ok(()),
+        None => Err(format!(
+            "invalid origin: use an http:// or https:// URL with a host, at most {MAX_ORIGIN} characters (like http://127.0.0.1:8080)"
+        )),
+    }
+}
+
 /// A DNS zone: dot-separated labels of `a-z 0-9 -`, at most 253 characters, leaving
 /// room for the hostname label.
 pub fn check_zone(s: &str) -> Result<(), String> {
@@ -158,5 +175,14 @@ mod tests {
         assert!(check_zone("example.com").is_ok());
         assert!(check_zone("Example.com").is_err());
         assert!(check_zone("a..b").is_err());
+    }
+
+    #[test]
+    fn origins() {
+        assert!(check_origin("http://127.0.0.1:8080").is_ok());
+        assert!(check_origin("https://hub.internal/").is_ok());
+        for bad in ["ftp://x", "127.0.0.1:8080", "http://", "unix:/run/hub.sock"] {
+            assert!(check_origin(bad).is_err(), "{bad}");
+        }
     }
 }

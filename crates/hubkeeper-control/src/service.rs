@@ -76,6 +76,11 @@ impl<S: Store, P: Provisioner> Service<S, P> {
         let hub = hub_id(&req.hub_id)?;
         names::check_account_id(&req.account_id).map_err(ServiceError::Invalid)?;
         names::check_license_id(&req.license_id).map_err(ServiceError::Invalid)?;
+        // Checked at the edge even though the local provisioner has no ingress to set:
+        // what a Cloudflare ingress would refuse is refused here, and named.
+        if let Some(origin) = &req.origin {
+            names::check_origin(origin).map_err(ServiceError::Invalid)?;
+        }
         let new = NewEnrollment {
             subdomain: names::subdomain(req.requested_subdomain.as_deref(), &hub),
             hub_id: hub.clone(),
@@ -334,6 +339,8 @@ mod tests {
             hub_id: hub.into(),
             license_id: "lic".into(),
             requested_subdomain: Some("acme".into()),
+            origin: Some("http://127.0.0.1:8080".into()),
+            no_tls_verify: false,
         }
     }
 

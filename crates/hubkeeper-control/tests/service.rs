@@ -877,3 +877,30 @@ fn a_fifo_config_or_token_file_exits_78_at_once() {
         "{err}"
     );
 }
+
+#[test]
+fn enroll_takes_the_hubs_origin_and_refuses_one_that_is_not_a_url() {
+    let s3 = s3();
+    let c = Control::start(&s3);
+    let ok = c.call(
+        "POST",
+        "/v1/managed-cloudflare/enroll",
+        Some(
+            &json!({"account_id": "acct-o", "hub_id": "hub-o1", "license_id": "lic-1",
+            "origin": "http://127.0.0.1:8080", "no_tls_verify": false})
+            .to_string(),
+        ),
+    );
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    let bad = c.call(
+        "POST",
+        "/v1/managed-cloudflare/enroll",
+        Some(
+            &json!({"account_id": "acct-o", "hub_id": "hub-o2", "license_id": "lic-1",
+            "origin": "ftp://x"})
+            .to_string(),
+        ),
+    );
+    assert_eq!(bad.status, 400, "{}", bad.text());
+    assert!(bad.text().contains("invalid origin"), "{}", bad.text());
+}

@@ -22,6 +22,13 @@ pub struct EnrollRequest {
     pub license_id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requested_subdomain: Option<String>,
+    /// Where the hub listens (`tunnel.origin`): the tunnel's ingress points there.
+    /// Optional for daemons that predate it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
+    /// `originRequest.noTLSVerify` for an https origin (`tunnel.no_tls_verify`).
+    #[serde(default)]
+    pub no_tls_verify: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -112,6 +112,8 @@ impl Target for ControlAnswers {
                         hub_id: "hub-1".into(),
                         license_id: "lic".into(),
                         requested_subdomain: None,
+                        origin: Some("http://127.0.0.1:8080".into()),
+                        no_tls_verify: false,
                     })
                     .await
                     .map(|r| {
