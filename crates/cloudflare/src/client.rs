@@ -459,7 +459,8 @@ fn short_type_name<T>() -> &'static str {
 }
 
 fn transport(e: &reqwest::Error) -> Transport {
-    if e.is_timeout() {
+    // A connect timeout is still "not sent": checked first, so creates may retry it.
+    if e.is_timeout() && !e.is_connect() {
         return Transport::Timeout;
     }
     // Without the URL (it names the account); the cause chain says what failed.

@@ -41,7 +41,7 @@ mod tests {
         let empty = s3_credentials("x", &Secret::new(""));
         assert_eq!(
             empty.secret_access_key.expose(),
-            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7855b852"
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
         );
     }
 }
