@@ -904,3 +904,53 @@ fn the_binary_serves_with_tokens_from_a_file() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read the token file"));
 }
+
+/// The token the stand-in hands out starts the cloudflared stand-in, which parses it
+/// the way cloudflared does (`--token-file`, then `/ready` answers 200).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tunnel_token_starts_the_cloudflared_standin() {
+    let t = start().await;
+    let tun = t.create_tunnel("hub-run").await;
+    let id = tun["id"].as_str().unwrap();
+    let (_, v) = t
+        .call(
+            Method::GET,
+            &t.acct(&format!("/cfd_tunnel/{id}/token")),
+            None,
+        )
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("tunnel-token");
+    std::fs::write(&token_file, v["result"].as_str().unwrap()).unwrap();
+    let metrics = format!("127.0.0.1:{}", testkit::s3::free_port());
+    let stderr = dir.path().join("stderr");
+    let mut child = std::process::Command::new(&*testkit::STANDIN)
+        .args(["tunnel", "--no-autoupdate", "--metrics", &metrics, "run"])
+        .arg("--token-file")
+        .arg(&token_file)
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("CLOUDFLARED_STANDIN_DIR")
+        .stdin(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
+        .unwrap();
+    let ready = format!("http://{metrics}/ready");
+    let end = Instant::now() + Duration::from_secs(10);
+    let mut ok = false;
+    while Instant::now() < end && child.try_wait().unwrap().is_none() {
+        if let Ok(r) = t.http.get(&ready).send().await
+            && r.status() == 200
+        {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = child.kill();
+    let status = child.wait().unwrap();
+    assert!(
+        ok,
+        "cloudflared-standin did not get ready ({status}); stderr:\n{}",
+        std::fs::read_to_string(&stderr).unwrap_or_default()
+    );
+}
