@@ -49,20 +49,7 @@ fn config_for(cs: &ControlService, hub: &str) -> String {
 
 /// Sets the top-level `enabled`, as an admin would.
 fn set_enabled(d: &Daemon, on: bool) {
-    let text = std::fs::read_to_string(&d.config).unwrap();
-    let mut done = false;
-    let lines: Vec<String> = text
-        .lines()
-        .map(|l| {
-            if !done && l.starts_with("enabled = ") {
-                done = true;
-                format!("enabled = {on}")
-            } else {
-                l.to_owned()
-            }
-        })
-        .collect();
-    save_like_an_editor(&d.config, &(lines.join("\n") + "\n"));
+    set_config_key(&d.config, "enabled", &on.to_string());
 }
 
 /// Every file in secrets_dir parses or is absent, no temp file is left, and an

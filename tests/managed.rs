@@ -266,23 +266,9 @@ fn a_cloudflared_ignoring_sigterm_is_killed_after_grace_and_margin() {
     );
 }
 
-/// Sets the top-level `enabled` (the first line that starts with it), as an admin
-/// would, leaving `[backup] enabled` alone.
+/// Sets the top-level `enabled`, as an admin would, leaving `[backup] enabled` alone.
 fn set_enabled(d: &Daemon, on: bool) {
-    let text = std::fs::read_to_string(&d.config).unwrap();
-    let mut done = false;
-    let lines: Vec<String> = text
-        .lines()
-        .map(|l| {
-            if !done && l.starts_with("enabled = ") {
-                done = true;
-                format!("enabled = {on}")
-            } else {
-                l.to_owned()
-            }
-        })
-        .collect();
-    save_like_an_editor(&d.config, &(lines.join("\n") + "\n"));
+    set_config_key(&d.config, "enabled", &on.to_string());
 }
 
 fn disabled(d: &Daemon) {
@@ -706,24 +692,8 @@ fn enabling_again_while_the_disable_is_pending_resumes_the_tunnel() {
     assert!(secrets(&d).join("enrollment.json").exists());
 }
 
-/// Replaces `key = …` (its first occurrence) in the daemon's config file.
 fn set_key(d: &Daemon, key: &str, value: &str) {
-    let text = std::fs::read_to_string(&d.config).unwrap();
-    let prefix = format!("{key} = ");
-    let mut done = false;
-    let lines: Vec<String> = text
-        .lines()
-        .map(|l| {
-            if !done && l.starts_with(&prefix) {
-                done = true;
-                format!("{key} = {value}")
-            } else {
-                l.to_owned()
-            }
-        })
-        .collect();
-    assert!(done, "no {key} in the config");
-    save_like_an_editor(&d.config, &(lines.join("\n") + "\n"));
+    set_config_key(&d.config, key, value);
 }
 
 #[test]

@@ -85,6 +85,27 @@ pub fn save_like_an_editor(path: &Path, text: &str) {
     std::fs::rename(&tmp, path).unwrap();
 }
 
+/// Sets `key = value` on the first line of the config at `path` that sets `key` (so
+/// the top-level `enabled` before `[backup] enabled`), as an admin's editor would.
+pub fn set_config_key(path: &Path, key: &str, value: &str) {
+    let text = std::fs::read_to_string(path).unwrap();
+    let prefix = format!("{key} = ");
+    let mut done = false;
+    let lines: Vec<String> = text
+        .lines()
+        .map(|l| {
+            if !done && l.starts_with(&prefix) {
+                done = true;
+                format!("{key} = {value}")
+            } else {
+                l.to_owned()
+            }
+        })
+        .collect();
+    assert!(done, "no {key} in {}", path.display());
+    save_like_an_editor(path, &(lines.join("\n") + "\n"));
+}
+
 #[derive(Debug)]
 pub struct Resp {
     pub status: u16,
