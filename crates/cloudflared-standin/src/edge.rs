@@ -22,11 +22,8 @@ use crate::tunnel::Tunnel;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
@@ -117,25 +114,12 @@ impl EdgeConfig {
 }
 
 pub async fn serve(listener: TcpListener, tunnel: Arc<Tunnel>) {
-    loop {
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
-            Err(_) => {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let tunnel = tunnel.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |req| {
-                let tunnel = tunnel.clone();
-                async move { Ok::<_, Infallible>(route(&tunnel, req).await) }
-            });
-            let _ = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
-    }
+    crate::metrics_server::accept_loop(
+        listener,
+        tunnel,
+        |t, req| async move { route(&t, req).await },
+    )
+    .await;
 }
 
 async fn route(tunnel: &Tunnel, req: Request<Incoming>) -> Response<Full<Bytes>> {

@@ -20,6 +20,21 @@ use tokio::net::TcpListener;
 const SNIFFED_TEXT: &str = "text/plain; charset=utf-8";
 
 pub async fn serve(listener: TcpListener, tunnel: Arc<Tunnel>) {
+    accept_loop(
+        listener,
+        tunnel,
+        |t, req| async move { route(&t, req).await },
+    )
+    .await;
+}
+
+/// Serves HTTP/1 on `listener` with `route` for every request, forever: the one accept
+/// loop of the stand-in's listeners (metrics and edge).
+pub async fn accept_loop<F, Fut>(listener: TcpListener, tunnel: Arc<Tunnel>, route: F)
+where
+    F: Fn(Arc<Tunnel>, Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Response<Full<Bytes>>> + Send + 'static,
+{
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
@@ -29,11 +44,11 @@ pub async fn serve(listener: TcpListener, tunnel: Arc<Tunnel>) {
                 continue;
             }
         };
-        let tunnel = tunnel.clone();
+        let (tunnel, route) = (tunnel.clone(), route.clone());
         tokio::spawn(async move {
             let service = service_fn(move |req| {
-                let tunnel = tunnel.clone();
-                async move { Ok::<_, Infallible>(route(&tunnel, req).await) }
+                let fut = route(tunnel.clone(), req);
+                async move { Ok::<_, Infallible>(fut.await) }
             });
             let _ = http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
