@@ -38,6 +38,15 @@ const fn once(name: &'static str, needs: &'static str) -> Call {
     }
 }
 
+/// What an R2 token may reach.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum R2Scope<'a> {
+    /// One bucket, in the client's jurisdiction.
+    Bucket(&'a str),
+    /// Every bucket of the account.
+    AllBuckets,
+}
+
 /// The answer of a create-tunnel call; `token` is what `cloudflared --token` takes.
 #[derive(Debug, Clone)]
 pub struct CreatedTunnel {
@@ -435,6 +444,18 @@ impl Client {
         bucket: &str,
         permission_group_names: &[&str],
     ) -> Result<CreatedToken, Error> {
+        self.create_r2_token(name, R2Scope::Bucket(bucket), permission_group_names)
+            .await
+    }
+
+    /// `POST /accounts/{acct}/tokens` for R2: as [`Client::create_bucket_token`], with
+    /// the scope given (one bucket, or every bucket of the account).
+    pub async fn create_r2_token(
+        &self,
+        name: &str,
+        scope: R2Scope<'_>,
+        permission_group_names: &[&str],
+    ) -> Result<CreatedToken, Error> {
         const CALL: &str = "create bucket token";
         let groups = self.permission_groups().await?;
         let mut ids = Vec::new();
@@ -452,17 +473,26 @@ impl Client {
                 }
             }
         }
-        let resource = format!(
-            "com.cloudflare.edge.r2.bucket.{}_{}_{}",
-            self.acct(),
-            self.settings.jurisdiction,
-            bucket
-        );
+        let resources = match scope {
+            R2Scope::Bucket(bucket) => {
+                let resource = format!(
+                    "com.cloudflare.edge.r2.bucket.{}_{}_{}",
+                    self.acct(),
+                    self.settings.jurisdiction,
+                    bucket
+                );
+                json!({ resource: "*" })
+            }
+            R2Scope::AllBuckets => {
+                let account = format!("com.cloudflare.api.account.{}", self.acct());
+                json!({ account: { "com.cloudflare.edge.r2.bucket.*": "*" } })
+            }
+        };
         let body = json!({
             "name": name,
             "policies": [{
                 "effect": "allow",
-                "resources": { resource: "*" },
+                "resources": resources,
                 "permission_groups": ids,
             }],
         });

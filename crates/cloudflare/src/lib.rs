@@ -16,7 +16,7 @@ mod error;
 mod model;
 mod s3;
 
-pub use api::CreatedTunnel;
+pub use api::{CreatedTunnel, R2Scope};
 pub use client::{Client, DEFAULT_API_BASE, Settings};
 pub use error::{ApiMessage, CONFLICT_CODES, Error, ErrorKind};
 pub use hubkeeper_proto::Secret;

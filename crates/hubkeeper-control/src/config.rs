@@ -32,6 +32,10 @@ pub struct ControlConfig {
     /// keep-alive connections are closed after it.
     #[serde(default = "default_request_timeout")]
     pub request_timeout: HumanDuration,
+    /// How often the retention sweep and the tunnel status check run (at most a
+    /// minute: spec §11).
+    #[serde(default = "default_sweep_interval")]
+    pub sweep_interval: HumanDuration,
     pub provisioner: ProvisionerConfig,
 }
 
@@ -40,6 +44,7 @@ pub struct ControlConfig {
 pub struct ProvisionerConfig {
     pub kind: ProvisionerKind,
     pub local: Option<LocalConfig>,
+    pub cloudflare: Option<CloudflareConfig>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -47,6 +52,72 @@ pub struct ProvisionerConfig {
 pub enum ProvisionerKind {
     /// An S3-compatible store and the database stand in for Cloudflare.
     Local,
+    /// A real Cloudflare account (spec §11).
+    Cloudflare,
+}
+
+/// `[provisioner.cloudflare]` (spec §11; pinned keys).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CloudflareConfig {
+    #[serde(default = "default_api_base")]
+    pub api_base: HttpUrl,
+    pub account_id: NonEmpty,
+    /// The API token; without it, the systemd credential `cloudflare-token`.
+    pub api_token_file: Option<PathBuf>,
+    /// Default `https://<account_id>.r2.cloudflarestorage.com` (with `.eu` or
+    /// `.fedramp` before `.r2` for those jurisdictions).
+    pub r2_endpoint: Option<HttpUrl>,
+    #[serde(default)]
+    pub jurisdiction: Jurisdiction,
+    /// Where a new bucket is placed: `wnam`, `enam`, `weur`, `eeur`, `apac` or `oc`.
+    pub location_hint: Option<NonEmpty>,
+    /// Cloudflare allows 1,200 requests per 5 minutes per user, summed over every
+    /// client of the account: 4 per second leaves the dashboard room.
+    #[serde(default = "default_requests_per_second")]
+    pub max_requests_per_second: u32,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Jurisdiction {
+    #[default]
+    Default,
+    Eu,
+    Fedramp,
+}
+
+impl Jurisdiction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Jurisdiction::Default => "default",
+            Jurisdiction::Eu => "eu",
+            Jurisdiction::Fedramp => "fedramp",
+        }
+    }
+}
+
+fn default_api_base() -> HttpUrl {
+    HttpUrl::from_static(cloudflare_api::DEFAULT_API_BASE)
+}
+
+fn default_requests_per_second() -> u32 {
+    4
+}
+
+fn default_sweep_interval() -> HumanDuration {
+    HumanDuration::secs(60)
+}
+
+/// The R2 S3 endpoint of an account in a jurisdiction.
+pub fn default_r2_endpoint(account_id: &str, j: Jurisdiction) -> String {
+    match j {
+        Jurisdiction::Default => format!("https://{account_id}.r2.cloudflarestorage.com"),
+        other => format!(
+            "https://{account_id}.{}.r2.cloudflarestorage.com",
+            other.as_str()
+        ),
+    }
 }
 
 /// `[provisioner.local]`.
@@ -112,6 +183,43 @@ pub fn validate(c: &ControlConfig) -> Vec<(String, String)> {
     if c.request_timeout.get().is_zero() {
         problems.push(("request_timeout".into(), "must be longer than 0s".into()));
     }
+    let sweep = c.sweep_interval.get();
+    if sweep.is_zero() || sweep > std::time::Duration::from_secs(60) {
+        problems.push((
+            "sweep_interval".into(),
+            "must be between 1s and 1m: retained backups are deleted at the first sweep after their deadline".into(),
+        ));
+    }
+    if let Some(cf) = &c.provisioner.cloudflare {
+        if cf.max_requests_per_second == 0 || cf.max_requests_per_second > 20 {
+            problems.push((
+                "provisioner.cloudflare.max_requests_per_second".into(),
+                "must be between 1 and 20 (Cloudflare allows 1,200 requests per 5 minutes)".into(),
+            ));
+        }
+        if let Some(h) = &cf.location_hint
+            && !matches!(
+                h.as_str(),
+                "wnam" | "enam" | "weur" | "eeur" | "apac" | "oc"
+            )
+        {
+            problems.push((
+                "provisioner.cloudflare.location_hint".into(),
+                "must be one of wnam, enam, weur, eeur, apac, oc".into(),
+            ));
+        }
+    }
+    match (c.provisioner.kind, &c.provisioner.cloudflare) {
+        (ProvisionerKind::Cloudflare, None) => problems.push((
+            "provisioner.cloudflare".into(),
+            "kind = \"cloudflare\" needs a [provisioner.cloudflare] section with account_id".into(),
+        )),
+        (ProvisionerKind::Local, Some(_)) => problems.push((
+            "provisioner.cloudflare".into(),
+            "is only read with kind = \"cloudflare\": remove it, or set kind".into(),
+        )),
+        _ => {}
+    }
     match (c.provisioner.kind, &c.provisioner.local) {
         (ProvisionerKind::Local, None) => problems.push((
             "provisioner.local".into(),
@@ -121,6 +229,10 @@ pub fn validate(c: &ControlConfig) -> Vec<(String, String)> {
             "provisioner.local.keys".into(),
             "needs at least one [[provisioner.local.keys]] pair (two or more to rotate keys)"
                 .into(),
+        )),
+        (ProvisionerKind::Cloudflare, Some(_)) => problems.push((
+            "provisioner.local".into(),
+            "is only read with kind = \"local\": remove it, or set kind".into(),
         )),
         _ => {}
     }

@@ -3,7 +3,8 @@
 //! errors (all at once, see `config/located.rs`), then the cross-field rules, then the
 //! secret files.
 
-use super::config::{ControlConfig, ProvisionerKind, endpoint_text, validate};
+use super::config::{ControlConfig, ProvisionerKind, default_r2_endpoint, endpoint_text, validate};
+use super::provision::cloudflare::CloudflareSettings;
 use super::provision::local::{KeyPair, LocalSettings};
 use hubkeeper_base::config::ConfigError;
 use hubkeeper_base::config::checked::ConfigText;
@@ -12,6 +13,7 @@ use hubkeeper_base::config::read_config_file;
 use hubkeeper_base::secret_source as source;
 use hubkeeper_proto::Secret;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// A valid config with the secrets it names, read (a bad secret file is a config
 /// error, reported before anything starts).
@@ -28,6 +30,7 @@ pub struct LoadedControlConfig {
 #[derive(Debug, Clone)]
 pub enum ProvisionerPlan {
     Local(LocalSettings),
+    Cloudflare(CloudflareSettings),
 }
 
 /// Top-level keys only the hub daemon's config has.
@@ -116,9 +119,33 @@ pub fn parse(
         account_tag: l.account_tag.as_str().to_owned(),
         keys: keys.into_iter().flatten().collect(),
     });
-    let provisioner = match (cfg.provisioner.kind, local) {
-        (ProvisionerKind::Local, Some(local)) => Some(ProvisionerPlan::Local(local)),
-        (ProvisionerKind::Local, None) => None,
+    let cloudflare = cfg.provisioner.cloudflare.as_ref().and_then(|c| {
+        let token = take(
+            "provisioner.cloudflare.api_token_file".into(),
+            source::read_secret(
+                c.api_token_file.as_deref(),
+                "cloudflare-token",
+                credentials_dir,
+            ),
+        )?;
+        let account_id = c.account_id.as_str().to_owned();
+        Some(CloudflareSettings {
+            api_base: c.api_base.0.as_str().trim_end_matches('/').to_owned(),
+            r2_endpoint: c.r2_endpoint.as_ref().map_or_else(
+                || default_r2_endpoint(&account_id, c.jurisdiction),
+                endpoint_text,
+            ),
+            account_id,
+            token,
+            zone: cfg.zone.clone(),
+            jurisdiction: c.jurisdiction.as_str().to_owned(),
+            location_hint: c.location_hint.as_ref().map(|h| h.as_str().to_owned()),
+            min_interval: Duration::from_millis(1000 / u64::from(c.max_requests_per_second.max(1))),
+        })
+    });
+    let provisioner = match cfg.provisioner.kind {
+        ProvisionerKind::Local => local.map(ProvisionerPlan::Local),
+        ProvisionerKind::Cloudflare => cloudflare.map(ProvisionerPlan::Cloudflare),
     };
     match (token, provisioner) {
         (Some(token), Some(provisioner)) if secret_problems.is_empty() => Ok(LoadedControlConfig {
@@ -149,6 +176,9 @@ fn resolve_paths(cfg: &mut ControlConfig, base: &Path) {
     };
     fix(&mut cfg.database);
     cfg.token_file.as_mut().map(fix);
+    if let Some(c) = &mut cfg.provisioner.cloudflare {
+        c.api_token_file.as_mut().map(fix);
+    }
     if let Some(l) = &mut cfg.provisioner.local {
         for k in &mut l.keys {
             fix(&mut k.access_key_id_file);
@@ -188,7 +218,9 @@ mod tests {
         assert_eq!(c.config.listen.to_string(), "127.0.0.1:8787");
         assert_eq!(c.config.database, d.path().join("state/c.db"));
         assert_eq!(c.token.expose(), "tok");
-        let ProvisionerPlan::Local(l) = c.provisioner;
+        let ProvisionerPlan::Local(l) = c.provisioner else {
+            panic!("a local config")
+        };
         assert_eq!(l.s3_endpoint, "http://127.0.0.1:9000");
         assert_eq!(l.r2_endpoint, l.s3_endpoint);
         assert_eq!(l.region, "auto");
@@ -330,7 +362,10 @@ mod tests {
         assert_eq!(e.max_connections, m.max_connections);
         assert_eq!(e.request_timeout, m.request_timeout);
         let (ProvisionerPlan::Local(el), ProvisionerPlan::Local(ml)) =
-            (example.provisioner, defaults.provisioner);
+            (example.provisioner, defaults.provisioner)
+        else {
+            panic!("the example uses the local provisioner")
+        };
         assert_eq!(el.r2_endpoint, ml.r2_endpoint);
         assert_eq!(el.region, ml.region);
         assert_eq!(el.keys.len(), 2);

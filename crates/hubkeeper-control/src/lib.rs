@@ -5,8 +5,9 @@
 //! `cli` is its command line and `run` starts it; `config`/`config_load` read `control.toml`; `api` serves the API;
 //! `service` and `teardown` are what the endpoints do; `store` is the `Store` trait
 //! through which they keep every enrollment (`store::sqlite` on one SQLite file);
-//! `provision` is the boundary to the provider (`local` for development and tests;
-//! Cloudflare comes later); `names` and `locks` are helpers.
+//! `provision` is the boundary to the provider (`local` for development and tests,
+//! `cloudflare` for a real account); `sweep` is the periodic retention sweep and tunnel
+//! status check; `names` and `locks` are helpers.
 
 pub mod api;
 pub mod cli;
@@ -18,6 +19,7 @@ pub mod provision;
 pub mod run;
 pub mod service;
 pub mod store;
+pub mod sweep;
 mod teardown;
 
 pub use config::DEFAULT_CONFIG_PATH;

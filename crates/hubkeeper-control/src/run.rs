@@ -6,10 +6,12 @@ use super::api::{self, Limits, State};
 use super::config_load::ProvisionerPlan;
 use super::config_load::{self, LoadedControlConfig};
 use super::provision::Provisioner;
+use super::provision::cloudflare::{self, CloudflareProvisioner};
 use super::provision::local::{self, LocalProvisioner};
 use super::service::Service;
 use super::store::Store;
 use super::store::sqlite::{DbError, SqliteStore};
+use super::sweep;
 use hubkeeper_base::config::credentials_dir_from_env;
 use hubkeeper_base::exit::{self, ExitError};
 use hubkeeper_base::{logging, systemd};
@@ -59,9 +61,13 @@ async fn serve(loaded: LoadedControlConfig) -> Result<(), StartError> {
     let path = cfg.database.clone();
     let store = tokio::task::spawn_blocking(move || {
         let store = SqliteStore::open(&path)?;
-        // The local provisioner's own tables, in the same file under their own
-        // component (it is the only provisioner so far, so they are always there).
+        // Each provisioner's own tables, in the same file under their own component.
+        // Both are always migrated, so switching `kind` back and forth keeps the file
+        // readable by either.
         store.db().migrate(local::COMPONENT, local::MIGRATIONS)?;
+        store
+            .db()
+            .migrate(cloudflare::COMPONENT, cloudflare::MIGRATIONS)?;
         Ok::<_, DbError>(store)
     })
     .await
@@ -81,6 +87,18 @@ async fn serve(loaded: LoadedControlConfig) -> Result<(), StartError> {
                 "local provisioner"
             );
             let p = LocalProvisioner::new(store.db().clone(), settings)
+                .map_err(StartError::Provisioner)?;
+            serve_with(loaded, store, p).await
+        }
+        ProvisionerPlan::Cloudflare(settings) => {
+            tracing::info!(
+                api_base = %settings.api_base,
+                account_id = %settings.account_id,
+                r2_endpoint = %settings.r2_endpoint,
+                jurisdiction = %settings.jurisdiction,
+                "Cloudflare provisioner"
+            );
+            let p = CloudflareProvisioner::new(store.db().clone(), settings)
                 .map_err(StartError::Provisioner)?;
             serve_with(loaded, store, p).await
         }
@@ -107,6 +125,11 @@ async fn serve_with<S: Store, P: Provisioner>(
     let state = Arc::new(State::new(service, loaded.token, limits));
 
     let shutdown = CancellationToken::new();
+    let sweeper = tokio::spawn(sweep::run(
+        state.service.clone(),
+        cfg.sweep_interval.get(),
+        shutdown.clone(),
+    ));
     let mut sigterm = signal(SignalKind::terminate()).map_err(StartError::Signals)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(StartError::Signals)?;
     let stop = shutdown.clone();
@@ -128,6 +151,9 @@ async fn serve_with<S: Store, P: Provisioner>(
     );
     systemd::ready(&format!("listening on {addr}"));
     api::run(listener, state, shutdown).await;
+    if let Err(e) = sweeper.await {
+        tracing::error!("the sweep task failed: {e}");
+    }
     tracing::info!("control service stopped");
     Ok(())
 }

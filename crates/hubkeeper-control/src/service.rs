@@ -5,7 +5,7 @@
 
 use super::locks::KeyedLocks;
 use super::names;
-use super::provision::{ProvisionError, Provisioner};
+use super::provision::{Expiry, Ingress, ProvisionError, Provisioner};
 use super::store::{Begin, HubRow, HubState, NewEnrollment, Store, StoreError};
 use hubkeeper_proto::control::{
     DisableRequest, DisableResponse, EnrollRequest, EnrollResponse, HubRequest, MAX_RETENTION_DAYS,
@@ -37,6 +37,10 @@ pub enum ServiceError {
     Corrupt(String),
 }
 
+/// Where a hub's tunnel sends traffic when its enroll names no origin (spec §3's
+/// default for `tunnel.origin`; daemons before `origin` was sent).
+pub const DEFAULT_ORIGIN: &str = "http://127.0.0.1:8080";
+
 /// The service: its store, the provisioner, the zone and the per-hub locks.
 #[derive(Debug)]
 pub struct Service<S, P> {
@@ -44,6 +48,8 @@ pub struct Service<S, P> {
     pub(super) provisioner: P,
     pub(super) zone: String,
     pub(super) locks: KeyedLocks,
+    /// Wakes the retention sweep before its next tick (a deletion due at once).
+    pub(super) sweep_now: tokio::sync::Notify,
 }
 
 pub(super) fn hub_key(hub_id: &str) -> String {
@@ -69,6 +75,7 @@ impl<S: Store, P: Provisioner> Service<S, P> {
             provisioner,
             zone,
             locks: KeyedLocks::default(),
+            sweep_now: tokio::sync::Notify::new(),
         }
     }
 
@@ -81,6 +88,11 @@ impl<S: Store, P: Provisioner> Service<S, P> {
         if let Some(origin) = &req.origin {
             names::check_origin(origin).map_err(ServiceError::Invalid)?;
         }
+        let origin = req
+            .origin
+            .clone()
+            .unwrap_or_else(|| DEFAULT_ORIGIN.to_owned());
+        let no_tls_verify = req.no_tls_verify;
         let new = NewEnrollment {
             subdomain: names::subdomain(req.requested_subdomain.as_deref(), &hub),
             hub_id: hub.clone(),
@@ -95,10 +107,18 @@ impl<S: Store, P: Provisioner> Service<S, P> {
             Begin::AccountMismatch => return Err(ServiceError::AccountMismatch(hub)),
             Begin::DisableIncomplete => return Err(ServiceError::DisableIncomplete(hub)),
         };
+        let ingress = Ingress {
+            hostname: row.hostname.clone(),
+            origin,
+            no_tls_verify,
+        };
         if row.state == HubState::Active {
+            // The same tunnel, hostname, bucket and keys; only a changed origin is
+            // carried to the tunnel's ingress.
+            let row = self.ensure_ingress(row, &ingress).await?;
             return self.answer(&row);
         }
-        let row = self.provision(row).await?;
+        let row = self.provision(row, &ingress).await?;
         tracing::info!(
             hub_id = %row.hub_id,
             tunnel_id = row.tunnel_id.as_deref().unwrap_or(""),
@@ -111,31 +131,101 @@ impl<S: Store, P: Provisioner> Service<S, P> {
     }
 
     /// Provisions what `row` lacks, recording each resource as soon as it exists.
-    async fn provision(&self, row: HubRow) -> Result<HubRow, ServiceError> {
+    async fn provision(&self, row: HubRow, ingress: &Ingress) -> Result<HubRow, ServiceError> {
         let p = &self.provisioner;
-        let hub = &row.hub_id;
-        {
+        let hub = &row.hub_id.clone();
+        if !row.bucket_ready || row.bucket_deleted || row.lifecycle_dirty {
             let _account_lock = self.locks.lock(account_key(&row.account_id)).await;
-            p.ensure_bucket(&row.bucket).await?;
-            self.store.bucket_present(&row.account_id).await?;
+            self.write_bucket_rules(
+                &row.account_id,
+                &row.bucket,
+                !row.bucket_ready || row.bucket_deleted,
+            )
+            .await?;
         }
-        let tunnel_id = match &row.tunnel_id {
-            Some(id) => id.clone(),
+        let row = match &row.tunnel_id {
+            Some(_) => row,
             None => {
                 let t = p.ensure_tunnel(&row.tunnel_name).await?;
                 self.store.set_tunnel(hub, Some(&t)).await?;
-                t.id
+                HubRow {
+                    tunnel_id: Some(t.id),
+                    tunnel_token: Some(t.token),
+                    ..row
+                }
             }
         };
+        let row = self.ensure_ingress(row, ingress).await?;
+        let tunnel_id = row
+            .tunnel_id
+            .clone()
+            .ok_or_else(|| ServiceError::Corrupt(hub.clone()))?;
         if row.dns_record_id.is_none() {
-            let record = p.route_hostname(&row.hostname, &tunnel_id).await?;
+            let record = p.route_hostname(&row.hostname, &tunnel_id, hub).await?;
             self.store.set_dns_record(hub, Some(&record)).await?;
         }
         if row.key_id.is_none() {
-            let k = p.mint_key(&row.key_name, &row.bucket).await?;
+            if !row.key_attempted {
+                self.store.key_attempted(hub).await?;
+            }
+            let k = p
+                .mint_key(&row.key_name, &row.bucket, row.key_attempted)
+                .await?;
             self.store.set_key(hub, Some(&k)).await?;
         }
         Ok(self.store.finish_enroll(hub).await?)
+    }
+
+    /// Sets the tunnel's ingress unless it already routes to this origin.
+    async fn ensure_ingress(&self, row: HubRow, ingress: &Ingress) -> Result<HubRow, ServiceError> {
+        if row.origin.as_deref() == Some(ingress.origin.as_str())
+            && row.no_tls_verify == ingress.no_tls_verify
+        {
+            return Ok(row);
+        }
+        let tunnel_id = row
+            .tunnel_id
+            .as_deref()
+            .ok_or_else(|| ServiceError::Corrupt(row.hub_id.clone()))?;
+        self.provisioner.set_ingress(tunnel_id, ingress).await?;
+        self.store
+            .set_ingress(&row.hub_id, &ingress.origin, ingress.no_tls_verify)
+            .await?;
+        if row.origin.is_some() {
+            tracing::info!(hub_id = %row.hub_id, origin = %ingress.origin, no_tls_verify = ingress.no_tls_verify, "tunnel ingress updated");
+        }
+        Ok(HubRow {
+            origin: Some(ingress.origin.clone()),
+            no_tls_verify: ingress.no_tls_verify,
+            ..row
+        })
+    }
+
+    /// Creates the account's bucket (with `create`) and writes its lifecycle rules from
+    /// the pending deletions. The caller holds the account's lock.
+    pub(super) async fn write_bucket_rules(
+        &self,
+        account_id: &str,
+        bucket: &str,
+        create: bool,
+    ) -> Result<(), ServiceError> {
+        let expiries: Vec<Expiry> = self
+            .store
+            .pending_deletions(account_id)
+            .await?
+            .into_iter()
+            .map(|(hub, due)| Expiry {
+                prefix: names::backup_prefix(&hub),
+                due,
+            })
+            .collect();
+        if create {
+            self.provisioner.ensure_bucket(bucket, &expiries).await?;
+        } else {
+            self.provisioner.set_expiries(bucket, &expiries).await?;
+        }
+        self.store.bucket_ready(account_id).await?;
+        Ok(())
     }
 
     fn answer(&self, row: &HubRow) -> Result<EnrollResponse, ServiceError> {
@@ -160,7 +250,9 @@ impl<S: Store, P: Provisioner> Service<S, P> {
             .await?
             .ok_or(ServiceError::UnknownHub(hub))?;
         let live = matches!(row.state, HubState::Active | HubState::Provisioning);
-        let has_data = !row.bucket_deleted && (live || row.delete_bucket == Some(false));
+        let has_data = !row.bucket_deleted
+            && row.backups_deleted_at.is_none()
+            && (live || row.delete_bucket == Some(false) || row.deletion_due.is_some());
         let mut errors = Vec::new();
         match row.state {
             HubState::Provisioning => errors.push(ErrorDetail {
@@ -181,6 +273,9 @@ impl<S: Store, P: Provisioner> Service<S, P> {
             // The service does not probe hubs; the daemon reports its own checks.
             last_health_check: None,
             errors,
+            tunnel_status: row.tunnel_id.as_ref().and(row.tunnel_status.clone()),
+            checked_at: row.checked_at.clone(),
+            deletion_due: row.deletion_due.clone(),
         })
     }
 
@@ -242,7 +337,7 @@ impl<S: Store, P: Provisioner> Service<S, P> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::provision::{BucketDeletion, R2Key, Tunnel};
+    use crate::provision::{BucketDeletion, Expiry, Ingress, R2Key, Tunnel};
     use crate::store::SqliteStore;
     use hubkeeper_proto::Secret;
     use std::sync::Mutex;
@@ -277,16 +372,44 @@ mod tests {
                 token: Secret::new("tok"),
             })
         }
-        async fn route_hostname(&self, host: &str, tunnel: &str) -> Result<String, ProvisionError> {
+        async fn set_ingress(&self, tunnel: &str, i: &Ingress) -> Result<(), ProvisionError> {
+            self.called(format!("set_ingress {tunnel} {}", i.origin));
+            Ok(())
+        }
+        async fn set_expiries(&self, bucket: &str, e: &[Expiry]) -> Result<(), ProvisionError> {
+            self.called(format!("set_expiries {bucket} {}", e.len()));
+            Ok(())
+        }
+        async fn delete_prefix(&self, bucket: &str, prefix: &str) -> Result<(), ProvisionError> {
+            self.called(format!("delete_prefix {bucket} {prefix}"));
+            Ok(())
+        }
+        async fn tunnel_statuses(&self) -> Result<Option<Vec<(String, String)>>, ProvisionError> {
+            Ok(Some(vec![(
+                "tid-hubkeeper-hub-a-1".into(),
+                "healthy".into(),
+            )]))
+        }
+        async fn route_hostname(
+            &self,
+            host: &str,
+            tunnel: &str,
+            _owner: &str,
+        ) -> Result<String, ProvisionError> {
             self.called(format!("route_hostname {host} {tunnel}"));
             Ok(format!("rec-{host}"))
         }
-        async fn ensure_bucket(&self, bucket: &str) -> Result<(), ProvisionError> {
+        async fn ensure_bucket(&self, bucket: &str, _e: &[Expiry]) -> Result<(), ProvisionError> {
             self.called(format!("ensure_bucket {bucket}"));
             Ok(())
         }
-        async fn mint_key(&self, name: &str, _bucket: &str) -> Result<R2Key, ProvisionError> {
-            self.called(format!("mint_key {name}"));
+        async fn mint_key(
+            &self,
+            name: &str,
+            _bucket: &str,
+            maybe_exists: bool,
+        ) -> Result<R2Key, ProvisionError> {
+            self.called(format!("mint_key {name} {maybe_exists}"));
             if self.fail_mint.swap(false, Ordering::SeqCst) {
                 return Err(ProvisionError::Upstream {
                     op: "mint_key",
@@ -321,10 +444,6 @@ mod tests {
         }
         async fn delete_dns_record(&self, record: &str) -> Result<(), ProvisionError> {
             self.called(format!("delete_dns_record {record}"));
-            Ok(())
-        }
-        async fn expire_prefix(&self, bucket: &str, prefix: &str) -> Result<(), ProvisionError> {
-            self.called(format!("expire_prefix {bucket} {prefix}"));
             Ok(())
         }
         async fn delete_bucket(&self, bucket: &str) -> Result<BucketDeletion, ProvisionError> {
@@ -372,6 +491,27 @@ mod tests {
         assert_eq!(p.count("ensure_tunnel"), 1);
         assert_eq!(p.count("route_hostname"), 1);
         assert_eq!(p.count("mint_key"), 2);
+        assert_eq!(
+            p.count("mint_key hubkeeper-hub-a-1-r2 true"),
+            1,
+            "the retry looks for the key the lost answer may have created"
+        );
+        assert_eq!(
+            p.count("ensure_bucket"),
+            1,
+            "the bucket was ready the second time"
+        );
+        assert_eq!(p.count("set_ingress"), 1);
+        // A repeat enroll with a new origin sets the ingress and nothing else.
+        let mut moved = enroll_req("hub-a");
+        moved.origin = Some("https://127.0.0.1:8443".into());
+        moved.no_tls_verify = true;
+        assert_eq!(svc.enroll(moved).await.unwrap().tunnel_id, answer.tunnel_id);
+        assert_eq!(
+            p.count("set_ingress tid-hubkeeper-hub-a-1 https://127.0.0.1:8443"),
+            1
+        );
+        assert_eq!(p.count("ensure_tunnel"), 1);
         assert!(svc.status("hub-a").await.unwrap().enabled);
 
         let minted = store.hub("hub-a").await.unwrap().unwrap().key_id.unwrap();
@@ -405,13 +545,47 @@ mod tests {
                 "tunnel_deleted",
                 "dns_record_deleted",
                 "key_revoked",
-                "backups_deleted",
-                "bucket_deleted"
+                "backups_deletion_scheduled",
             ]
         );
         let row = store.hub("hub-a").await.unwrap().unwrap();
         assert_eq!(row.state, HubState::Disabled);
+        assert!(row.deletion_due.is_some());
+        assert!(!row.bucket_deleted, "the sweep deletes, not the disable");
+        assert_eq!(
+            p.count("set_expiries hubkeeper-acct 1"),
+            1,
+            "the Date rule backstop"
+        );
+        let st = svc.status("hub-a").await.unwrap();
+        assert_eq!(st.deletion_due, row.deletion_due);
+
+        let pass = svc.sweep().await;
+        assert_eq!(pass.backups_deleted, 1, "{pass:?}");
+        assert_eq!(p.count("delete_prefix hubkeeper-acct hubkeeper/hub-a/"), 1);
+        assert_eq!(
+            p.count("delete_bucket hubkeeper-acct"),
+            1,
+            "no other hub uses it"
+        );
+        assert_eq!(
+            p.count("set_expiries hubkeeper-acct 0"),
+            0,
+            "no rules on a bucket gone"
+        );
+        let steps: Vec<String> = store
+            .teardown_steps("hub-a", 1)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(step, _)| step)
+            .collect();
+        assert_eq!(&steps[5..], ["backups_deleted", "bucket_deleted"]);
+        let row = store.hub("hub-a").await.unwrap().unwrap();
         assert!(row.bucket_deleted);
+        assert_eq!(row.deletion_due, None);
+        assert_eq!(svc.status("hub-a").await.unwrap().deletion_due, None);
+        assert_eq!(svc.sweep().await.backups_deleted, 0, "once");
         assert_eq!(p.count(&format!("revoke_key {rolled}")), 1);
     }
 }

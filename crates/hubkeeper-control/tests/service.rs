@@ -41,7 +41,8 @@ struct Control {
 fn config_text(port: u16, s3: &S3Server, extra: &str) -> String {
     format!(
         "listen = \"127.0.0.1:{port}\"\ntoken_file = \"control-token\"\n\
-         database = \"state/control.db\"\nzone = \"hubs.test\"\nlog_level = \"debug\"\n{extra}\
+         database = \"state/control.db\"\nzone = \"hubs.test\"\nlog_level = \"debug\"\n\
+         sweep_interval = \"1s\"\n{extra}\
          [provisioner]\nkind = \"local\"\n[provisioner.local]\n\
          s3_endpoint = \"{}\"\nr2_endpoint = \"https://acct.r2.example\"\naccount_tag = \"tag-123\"\n\
          [[provisioner.local.keys]]\naccess_key_id_file = \"ak1\"\nsecret_access_key_file = \"sk1\"\n\
@@ -174,9 +175,13 @@ impl Control {
     }
 
     fn disable(&self, hub: &str, delete_bucket: bool) -> Value {
+        self.disable_for(hub, delete_bucket, 30)
+    }
+
+    fn disable_for(&self, hub: &str, delete_bucket: bool, retention_days: u32) -> Value {
         self.post_ok(
             "/v1/managed-cloudflare/disable",
-            json!({"hub_id": hub, "delete_bucket": delete_bucket, "retention_days": 30}),
+            json!({"hub_id": hub, "delete_bucket": delete_bucket, "retention_days": retention_days}),
         )
     }
 }
@@ -499,14 +504,7 @@ fn disable_keeps_or_deletes_backups_and_reenroll_gets_a_new_tunnel() {
             "backups_kept"
         ]
     );
-    let retain: Option<String> = db
-        .query_row(
-            "SELECT retain_until FROM hubs WHERE hub_id = 'hub-d'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
-    assert!(retain.is_some());
+    assert_eq!(st["deletion_due"], Value::Null, "kept means kept");
 
     // Back again: a fresh tunnel, the same hostname and bucket, the backups still there.
     let second = c.enroll("hub-d", "acct-d");
@@ -516,16 +514,49 @@ fn disable_keeps_or_deletes_backups_and_reenroll_gets_a_new_tunnel() {
     assert_eq!(c.status("hub-d").json()["enabled"], true);
     assert_eq!(client.get(&bucket, "hubkeeper/hub-d/snap").unwrap(), b"d");
 
-    // Deleted: the hub's backups go; the bucket stays while hub-o uses it.
-    c.disable("hub-d", true);
-    assert!(client.get(&bucket, "hubkeeper/hub-d/snap").is_err());
+    // delete_bucket with 30 days: kept until the deadline, which the status shows.
+    c.disable_for("hub-d", true, 30);
+    let st = c.status("hub-d").json();
+    let due = st["deletion_due"].as_str().expect("a deadline").to_owned();
+    assert!(due.as_str() > "2026-01-01T00:00:00Z", "{due}");
+    assert_eq!(
+        st["r2_bucket"],
+        bucket.as_str(),
+        "still there to restore from"
+    );
+    // Enrolling again before the deadline cancels the deletion.
+    c.enroll("hub-d", "acct-d");
+    assert_eq!(c.status("hub-d").json()["deletion_due"], Value::Null);
+    c.disable_for("hub-d", true, 30);
+    assert_eq!(client.get(&bucket, "hubkeeper/hub-d/snap").unwrap(), b"d");
+    // The deadline passes (moved into the past, as a month would): the sweep deletes
+    // the hub's backups, and only the hub's.
+    rusqlite::Connection::open(c.dir.path().join("state/control.db"))
+        .unwrap()
+        .execute(
+            "UPDATE hubs SET deletion_due = '2026-01-01T00:00:00Z' WHERE hub_id = 'hub-d'",
+            [],
+        )
+        .unwrap();
+    support::wait_for(
+        Duration::from_secs(20),
+        "the sweep to delete hub-d's backups",
+        || client.get(&bucket, "hubkeeper/hub-d/snap").is_err(),
+    );
     assert_eq!(client.get(&bucket, "hubkeeper/hub-o/snap").unwrap(), b"o");
-    assert!(s3.has_bucket(&bucket));
-    assert_eq!(c.status("hub-d").json()["r2_bucket"], Value::Null);
+    assert!(s3.has_bucket(&bucket), "hub-o still uses it");
+    let st = c.status("hub-d").json();
+    assert_eq!(st["r2_bucket"], Value::Null);
+    assert_eq!(st["deletion_due"], Value::Null);
 
-    // The last hub of the account takes the bucket with it.
-    c.disable("hub-o", true);
-    assert!(!s3.has_bucket(&bucket), "the bucket was not deleted");
+    // retention_days = 0: the next sweep; the last hub of the account takes the bucket.
+    client.put(&bucket, "hubkeeper/hub-o/snap2", b"o2").unwrap();
+    c.disable_for("hub-o", true, 0);
+    support::wait_for(
+        Duration::from_secs(20),
+        "the sweep to delete the bucket",
+        || !s3.has_bucket(&bucket),
+    );
     // An enroll after that recreates it.
     let third = c.enroll("hub-o", "acct-d");
     assert!(s3.has_bucket(&s(&third, "r2_bucket")));
@@ -628,7 +659,7 @@ fn an_invalid_config_exits_78_with_file_line_col() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(78), "{err}");
     let at = format!(
-        "{}:6:1: max_connection: unknown field `max_connection`",
+        "{}:7:1: max_connection: unknown field `max_connection`",
         cfg.display()
     );
     assert!(err.contains(&at), "{err}");

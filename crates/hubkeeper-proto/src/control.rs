@@ -83,6 +83,16 @@ pub struct ServiceStatus {
     pub r2_bucket: Option<String>,
     pub last_health_check: Option<String>,
     pub errors: Vec<ErrorDetail>,
+    /// The tunnel as Cloudflare sees it: `healthy`, `degraded`, `down`, `inactive`, or
+    /// null when the service has not looked (or its provider cannot tell).
+    #[serde(default)]
+    pub tunnel_status: Option<String>,
+    /// When the service last looked at the tunnel (RFC 3339).
+    #[serde(default)]
+    pub checked_at: Option<String>,
+    /// When the hub's retained backups will be deleted (RFC 3339), or null.
+    #[serde(default)]
+    pub deletion_due: Option<String>,
 }
 
 /// A response field that is missing, empty or malformed. Names the field and what is

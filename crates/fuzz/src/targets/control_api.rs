@@ -10,7 +10,9 @@ use crate::craft::U;
 use crate::http::{Fields, request, serve_bytes};
 use hubkeeper_control::api::routes::{MAX_BODY, handle};
 use hubkeeper_control::api::{Limits, State};
-use hubkeeper_control::provision::{BucketDeletion, ProvisionError, Provisioner, R2Key, Tunnel};
+use hubkeeper_control::provision::{
+    BucketDeletion, Expiry, Ingress, ProvisionError, Provisioner, R2Key, Tunnel,
+};
 use hubkeeper_control::service::Service;
 use hubkeeper_control::store::sqlite::SqliteStore;
 use hubkeeper_proto::Secret;
@@ -165,13 +167,29 @@ impl Provisioner for Fake {
             token: Secret::new("tok"),
         })
     }
-    async fn route_hostname(&self, host: &str, _tunnel: &str) -> Result<String, ProvisionError> {
-        Ok(format!("rec-{host}"))
-    }
-    async fn ensure_bucket(&self, _bucket: &str) -> Result<(), ProvisionError> {
+    async fn set_ingress(&self, _tunnel: &str, _ingress: &Ingress) -> Result<(), ProvisionError> {
         Ok(())
     }
-    async fn mint_key(&self, name: &str, _bucket: &str) -> Result<R2Key, ProvisionError> {
+    async fn route_hostname(
+        &self,
+        host: &str,
+        _tunnel: &str,
+        _owner: &str,
+    ) -> Result<String, ProvisionError> {
+        Ok(format!("rec-{host}"))
+    }
+    async fn ensure_bucket(&self, _bucket: &str, _e: &[Expiry]) -> Result<(), ProvisionError> {
+        Ok(())
+    }
+    async fn set_expiries(&self, _bucket: &str, _e: &[Expiry]) -> Result<(), ProvisionError> {
+        Ok(())
+    }
+    async fn mint_key(
+        &self,
+        name: &str,
+        _bucket: &str,
+        _maybe_exists: bool,
+    ) -> Result<R2Key, ProvisionError> {
         Ok(R2Key {
             id: format!("kid-{name}"),
             access_key_id: "AK".into(),
@@ -197,10 +215,13 @@ impl Provisioner for Fake {
     async fn delete_dns_record(&self, _record: &str) -> Result<(), ProvisionError> {
         Ok(())
     }
-    async fn expire_prefix(&self, _bucket: &str, _prefix: &str) -> Result<(), ProvisionError> {
+    async fn delete_prefix(&self, _bucket: &str, _prefix: &str) -> Result<(), ProvisionError> {
         Ok(())
     }
     async fn delete_bucket(&self, _bucket: &str) -> Result<BucketDeletion, ProvisionError> {
         Ok(BucketDeletion::Deleted)
+    }
+    async fn tunnel_statuses(&self) -> Result<Option<Vec<(String, String)>>, ProvisionError> {
+        Ok(None)
     }
 }

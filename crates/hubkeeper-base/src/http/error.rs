@@ -19,6 +19,8 @@ pub struct HttpError {
     pub allow: Option<&'static str>,
     /// For 401: the challenge (sent as `WWW-Authenticate`).
     pub challenge: Option<&'static str>,
+    /// For 429 and 503: seconds until a retry may succeed (sent as `Retry-After`).
+    pub retry_after: Option<u64>,
 }
 
 impl HttpError {
@@ -29,6 +31,7 @@ impl HttpError {
             message: message.into(),
             allow: None,
             challenge: None,
+            retry_after: None,
         }
     }
 
@@ -74,6 +77,9 @@ impl HttpError {
         let h = r.headers_mut();
         if let Some(allow) = self.allow {
             h.insert(header::ALLOW, HeaderValue::from_static(allow));
+        }
+        if let Some(secs) = self.retry_after {
+            h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         if let Some(challenge) = self.challenge {
             h.insert(

@@ -49,6 +49,15 @@ impl From<ServiceError> for HttpError {
             ServiceError::Provision(ProvisionError::Upstream { .. }) => {
                 Self::new(StatusCode::BAD_GATEWAY, "provisioning_failed", msg)
             }
+            ServiceError::Provision(ProvisionError::RateLimited {
+                retry_after_secs, ..
+            }) => Self {
+                retry_after: Some(retry_after_secs),
+                ..Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", msg)
+            },
+            ServiceError::Provision(ProvisionError::Conflict(_)) => {
+                Self::new(StatusCode::CONFLICT, "provisioning_conflict", msg)
+            }
             // Our own bookkeeping: the details stay in the log. A store that is
             // unavailable (`StoreError::Unavailable`) lands here too, as it always has:
             // a 500, which the daemon's client retries like any 5xx.

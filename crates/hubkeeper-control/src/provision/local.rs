@@ -9,7 +9,7 @@
 
 use super::s3::{S3Store, StoreSettings};
 use super::tunnel_token::{self, TokenParts};
-use super::{BucketDeletion, ProvisionError, Provisioner, R2Key, Tunnel};
+use super::{BucketDeletion, Expiry, Ingress, ProvisionError, Provisioner, R2Key, Tunnel};
 use crate::store::now;
 use crate::store::sqlite::{Db, DbError};
 use hubkeeper_proto::Secret;
@@ -162,10 +162,20 @@ impl Provisioner for LocalProvisioner {
         Ok(Tunnel { id, token })
     }
 
+    async fn set_ingress(
+        &self,
+        _tunnel_id: &str,
+        _ingress: &Ingress,
+    ) -> Result<(), ProvisionError> {
+        // No edge to route: the service records the ingress it asked for.
+        Ok(())
+    }
+
     async fn route_hostname(
         &self,
         hostname: &str,
         tunnel_id: &str,
+        _owner: &str,
     ) -> Result<String, ProvisionError> {
         let (name, content) = (hostname.to_owned(), format!("{tunnel_id}.cfargotunnel.com"));
         self.db("writing the DNS record", move |c| {
@@ -187,11 +197,31 @@ impl Provisioner for LocalProvisioner {
         .await
     }
 
-    async fn ensure_bucket(&self, bucket: &str) -> Result<(), ProvisionError> {
+    async fn ensure_bucket(
+        &self,
+        bucket: &str,
+        _expiries: &[Expiry],
+    ) -> Result<(), ProvisionError> {
         self.store.ensure_bucket(bucket).await
     }
 
-    async fn mint_key(&self, name: &str, bucket: &str) -> Result<R2Key, ProvisionError> {
+    async fn set_expiries(
+        &self,
+        _bucket: &str,
+        _expiries: &[Expiry],
+    ) -> Result<(), ProvisionError> {
+        // The store has no lifecycle rules: the sweep alone deletes.
+        Ok(())
+    }
+
+    async fn mint_key(
+        &self,
+        name: &str,
+        bucket: &str,
+        _maybe_exists: bool,
+    ) -> Result<R2Key, ProvisionError> {
+        // Keys are looked up by name in the database every time, so a lost answer
+        // cannot duplicate one.
         let (name, bucket) = (name.to_owned(), bucket.to_owned());
         let n = self.keys.len() as i64;
         let (id, index) = self
@@ -303,11 +333,15 @@ impl Provisioner for LocalProvisioner {
         .await
     }
 
-    async fn expire_prefix(&self, bucket: &str, prefix: &str) -> Result<(), ProvisionError> {
+    async fn delete_prefix(&self, bucket: &str, prefix: &str) -> Result<(), ProvisionError> {
         self.store.delete_prefix(bucket, prefix).await
     }
 
     async fn delete_bucket(&self, bucket: &str) -> Result<BucketDeletion, ProvisionError> {
         self.store.delete_bucket(bucket).await
+    }
+
+    async fn tunnel_statuses(&self) -> Result<Option<Vec<(String, String)>>, ProvisionError> {
+        Ok(None)
     }
 }

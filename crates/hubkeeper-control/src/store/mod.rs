@@ -63,10 +63,50 @@ pub trait Store: Send + Sync + 'static {
         new: &NewEnrollment,
     ) -> impl Future<Output = Result<Begin, StoreError>> + Send;
 
-    /// The account's bucket exists (again).
-    fn bucket_present(
+    /// The account's bucket exists (again), with its lifecycle rules written from the
+    /// pending deletions read under the same account lock.
+    fn bucket_ready(&self, account_id: &str)
+    -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The account's hubs whose backups are to be deleted, as `(hub_id, deletion_due)`:
+    /// what the bucket's Date rules are written from.
+    fn pending_deletions(
         &self,
         account_id: &str,
+    ) -> impl Future<Output = Result<Vec<(String, String)>, StoreError>> + Send;
+
+    /// Accounts whose bucket rules are out of date, as `(account_id, bucket)`.
+    fn dirty_lifecycles(
+        &self,
+    ) -> impl Future<Output = Result<Vec<(String, String)>, StoreError>> + Send;
+
+    /// Disabled hubs whose backups are due for deletion at `now` (RFC 3339).
+    fn due_deletions(
+        &self,
+        now: &str,
+    ) -> impl Future<Output = Result<Vec<HubRow>, StoreError>> + Send;
+
+    /// The hub's backups were deleted: nothing pending any more.
+    fn backups_deleted(&self, hub_id: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The tunnel's ingress at the provider now routes to `origin`.
+    fn set_ingress(
+        &self,
+        hub_id: &str,
+        origin: &str,
+        no_tls_verify: bool,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// A key is about to be minted: if its answer is lost, the next attempt must look
+    /// for it by name rather than mint a second one.
+    fn key_attempted(&self, hub_id: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// What the provider says of every tunnel it lists, as `(tunnel_id, status)`, looked
+    /// at `checked_at`; hubs whose tunnel is not listed get no status.
+    fn set_tunnel_statuses(
+        &self,
+        statuses: Vec<(String, String)>,
+        checked_at: &str,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// The account's bucket was deleted (or found gone).
@@ -111,16 +151,16 @@ pub trait Store: Send + Sync + 'static {
         retention_days: u32,
     ) -> impl Future<Output = Result<HubRow, StoreError>> + Send;
 
-    /// The teardown is done: the hub is disabled, its backups kept until
-    /// `retain_until` (RFC 3339) if given.
+    /// The teardown is done: the hub is disabled and, with `deletion_due` (RFC 3339),
+    /// its backups are deleted at that time.
     fn finish_disable(
         &self,
         hub_id: &str,
-        retain_until: Option<&str>,
+        deletion_due: Option<&str>,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// How many other hubs may have data in the account's bucket: every hub not
-    /// disabled, and disabled hubs that kept their backups.
+    /// disabled, and disabled hubs that kept their backups or await their deletion.
     fn other_bucket_users(
         &self,
         account_id: &str,
@@ -204,7 +244,23 @@ pub struct HubRow {
     pub disabled_at: Option<String>,
     pub delete_bucket: Option<bool>,
     pub retention_days: Option<u32>,
+    /// Written by versions before retention was enforced; read only for old rows.
     pub retain_until: Option<String>,
+    /// The ingress last set at the provider; `None` until set.
+    pub origin: Option<String>,
+    pub no_tls_verify: bool,
+    /// A key create was sent and its answer may have been lost.
+    pub key_attempted: bool,
+    /// When the hub's backups are deleted; `None` when no deletion is pending.
+    pub deletion_due: Option<String>,
+    pub backups_deleted_at: Option<String>,
+    /// The tunnel's status as the provider last reported it.
+    pub tunnel_status: Option<String>,
+    pub checked_at: Option<String>,
+    /// The account's bucket exists with its lifecycle rules.
+    pub bucket_ready: bool,
+    /// The account's pending deletions changed since its rules were written.
+    pub lifecycle_dirty: bool,
 }
 
 /// What an enroll asks for, checked and sanitized.
@@ -234,9 +290,10 @@ pub fn now() -> String {
     rfc3339(SystemTime::now())
 }
 
-/// `retention_days` from now, as RFC 3339. Capped at the most a request may ask for, so a
-/// row written before that limit existed cannot overflow the calendar mid-teardown.
-pub fn retain_until(retention_days: u32) -> String {
+/// `retention_days` from now, as RFC 3339: when a disabled hub's backups are deleted.
+/// Capped at the most a request may ask for, so a row written before that limit existed
+/// cannot overflow the calendar mid-teardown.
+pub fn deletion_due(retention_days: u32) -> String {
     let days = retention_days.min(MAX_RETENTION_DAYS);
     rfc3339(SystemTime::now() + Duration::from_secs(u64::from(days) * 86_400))
 }
@@ -246,9 +303,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn retain_until_caps_what_an_old_row_asks_for() {
+    fn deletion_due_caps_what_an_old_row_asks_for() {
         // Rows written before the limit existed may hold u32::MAX days.
-        assert_eq!(retain_until(u32::MAX), retain_until(MAX_RETENTION_DAYS));
+        assert_eq!(deletion_due(u32::MAX), deletion_due(MAX_RETENTION_DAYS));
     }
 }
 

@@ -88,9 +88,57 @@ impl Store for SqliteStore {
         self.call(move |c| queries::begin_enroll(c, &new)).await
     }
 
-    async fn bucket_present(&self, account_id: &str) -> Result<(), StoreError> {
+    async fn bucket_ready(&self, account_id: &str) -> Result<(), StoreError> {
         let a = account_id.to_owned();
-        self.call(move |c| queries::bucket_present(c, &a)).await
+        self.call(move |c| queries::bucket_ready(c, &a)).await
+    }
+
+    async fn pending_deletions(
+        &self,
+        account_id: &str,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let a = account_id.to_owned();
+        self.call(move |c| queries::pending_deletions(c, &a)).await
+    }
+
+    async fn dirty_lifecycles(&self) -> Result<Vec<(String, String)>, StoreError> {
+        self.call(|c| queries::dirty_lifecycles(c)).await
+    }
+
+    async fn due_deletions(&self, now: &str) -> Result<Vec<HubRow>, StoreError> {
+        let n = now.to_owned();
+        self.call(move |c| queries::due_deletions(c, &n)).await
+    }
+
+    async fn backups_deleted(&self, hub_id: &str) -> Result<(), StoreError> {
+        let h = hub_id.to_owned();
+        self.call(move |c| queries::backups_deleted(c, &h)).await
+    }
+
+    async fn set_ingress(
+        &self,
+        hub_id: &str,
+        origin: &str,
+        no_tls_verify: bool,
+    ) -> Result<(), StoreError> {
+        let (h, o) = (hub_id.to_owned(), origin.to_owned());
+        self.call(move |c| queries::set_ingress(c, &h, &o, no_tls_verify))
+            .await
+    }
+
+    async fn key_attempted(&self, hub_id: &str) -> Result<(), StoreError> {
+        let h = hub_id.to_owned();
+        self.call(move |c| queries::key_attempted(c, &h)).await
+    }
+
+    async fn set_tunnel_statuses(
+        &self,
+        statuses: Vec<(String, String)>,
+        checked_at: &str,
+    ) -> Result<(), StoreError> {
+        let at = checked_at.to_owned();
+        self.call(move |c| queries::set_tunnel_statuses(c, &statuses, &at))
+            .await
     }
 
     async fn bucket_deleted(&self, account_id: &str) -> Result<(), StoreError> {
@@ -158,9 +206,9 @@ impl Store for SqliteStore {
     async fn finish_disable(
         &self,
         hub_id: &str,
-        retain_until: Option<&str>,
+        deletion_due: Option<&str>,
     ) -> Result<(), StoreError> {
-        let (h, until) = (hub_id.to_owned(), retain_until.map(str::to_owned));
+        let (h, until) = (hub_id.to_owned(), deletion_due.map(str::to_owned));
         self.call(move |c| queries::finish_disable(c, &h, until.as_deref()))
             .await
     }
@@ -200,7 +248,7 @@ impl Store for SqliteStore {
 mod tests {
     use super::*;
     use crate::store::test_support::{go, req};
-    use crate::store::{HubState, retain_until};
+    use crate::store::{HubState, deletion_due};
     use hubkeeper_proto::Secret;
 
     /// A store on a fresh file; the directory lives as long as the store is used.
@@ -238,7 +286,7 @@ mod tests {
             (1, "acme-1.example.com")
         );
         assert_eq!(first.tunnel_id, None);
-        s.bucket_present("acct").await.unwrap();
+        s.bucket_ready("acct").await.unwrap();
         s.set_tunnel("h1", Some(&tunnel("t1"))).await.unwrap();
         s.set_dns_record("h1", Some("rec1")).await.unwrap();
 
@@ -344,13 +392,13 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(s.other_bucket_users("acct", "h1").await.unwrap(), 1);
-        let until = retain_until(7);
+        let until = deletion_due(7);
         s.finish_disable("h1", Some(&until)).await.unwrap();
 
         let h = s.hub("h1").await.unwrap().unwrap();
         assert_eq!(h.state, HubState::Disabled);
         assert!(h.disabled_at.is_some());
-        assert_eq!(h.retain_until.as_deref(), Some(until.as_str()));
+        assert_eq!(h.deletion_due.as_deref(), Some(until.as_str()));
         assert_eq!(
             (h.tunnel_id, h.dns_record_id, h.key_id, h.access_key_id),
             (None, None, None, None)
@@ -369,12 +417,14 @@ mod tests {
         );
         assert_eq!(steps[2].1, "rec1");
         assert!(s.teardown_steps("h1", 2).await.unwrap().is_empty());
-        // h1 deleted its backups: it no longer counts for h2's bucket.
+        // h1's backups await their deletion: it still counts for h2's bucket.
+        assert_eq!(s.other_bucket_users("acct", "h2").await.unwrap(), 1);
+        s.backups_deleted("h1").await.unwrap();
         assert_eq!(s.other_bucket_users("acct", "h2").await.unwrap(), 0);
 
         s.bucket_deleted("acct").await.unwrap();
         assert!(s.hub("h2").await.unwrap().unwrap().bucket_deleted);
-        s.bucket_present("acct").await.unwrap();
+        s.bucket_ready("acct").await.unwrap();
         assert!(!s.hub("h2").await.unwrap().unwrap().bucket_deleted);
 
         // Back again: the next generation, and the old one's log is kept apart.

@@ -16,7 +16,8 @@ use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 pub const COMPONENT: &str = "control";
 
 /// Each entry migrates the schema one version up; never edit a released entry.
-pub const MIGRATIONS: &[&str] = &["
+pub const MIGRATIONS: &[&str] = &[
+    "
     CREATE TABLE accounts (
         account_id TEXT PRIMARY KEY,
         bucket TEXT NOT NULL UNIQUE,
@@ -62,13 +63,39 @@ pub const MIGRATIONS: &[&str] = &["
         detail TEXT NOT NULL,
         at TEXT NOT NULL
     );
-"];
+",
+    "
+    -- The Cloudflare provisioner and retention (spec §11). `origin`/`no_tls_verify`
+    -- are the ingress last set at the provider (NULL: not set yet);
+    -- `key_attempted_at` marks a token create whose answer may have been lost, so a
+    -- resumed enroll looks the token up by name instead of minting a second;
+    -- `deletion_due` is when a disabled hub's backups are deleted (NULL: none pending).
+    ALTER TABLE hubs ADD COLUMN origin TEXT;
+    ALTER TABLE hubs ADD COLUMN no_tls_verify INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE hubs ADD COLUMN key_attempted_at TEXT;
+    ALTER TABLE hubs ADD COLUMN deletion_due TEXT;
+    ALTER TABLE hubs ADD COLUMN backups_deleted_at TEXT;
+    ALTER TABLE hubs ADD COLUMN tunnel_status TEXT;
+    ALTER TABLE hubs ADD COLUMN checked_at TEXT;
+    CREATE INDEX hubs_by_deletion_due ON hubs (deletion_due) WHERE deletion_due IS NOT NULL;
+    CREATE INDEX hubs_by_tunnel ON hubs (tunnel_id) WHERE tunnel_id IS NOT NULL;
+    -- Before this version `delete_bucket = 1` deleted the backups during the disable.
+    UPDATE hubs SET backups_deleted_at = disabled_at
+        WHERE state = 'disabled' AND delete_bucket = 1;
+    -- `bucket_ready`: created with its lifecycle rules; `lifecycle_dirty`: the set of
+    -- pending deletions changed since the rules were last written.
+    ALTER TABLE accounts ADD COLUMN bucket_ready INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE accounts ADD COLUMN lifecycle_dirty INTEGER NOT NULL DEFAULT 0;
+",
+];
 
 const HUB_COLUMNS: &str = "h.hub_id, h.account_id, h.license_id, h.state, h.generation,
     h.subdomain, h.zone, h.hostname, a.bucket, a.bucket_deleted_at IS NOT NULL,
     h.tunnel_name, h.tunnel_id, h.tunnel_token, h.dns_record_id, h.key_name, h.key_id,
     h.access_key_id, h.secret_access_key, h.enrolled_at, h.disabled_at, h.delete_bucket,
-    h.retention_days, h.retain_until";
+    h.retention_days, h.retain_until, h.origin, h.no_tls_verify,
+    h.key_attempted_at IS NOT NULL, h.deletion_due, h.backups_deleted_at, h.tunnel_status,
+    h.checked_at, a.bucket_ready, a.lifecycle_dirty";
 
 fn hub_from_row(r: &Row<'_>) -> rusqlite::Result<HubRow> {
     let state: String = r.get(3)?;
@@ -96,6 +123,15 @@ fn hub_from_row(r: &Row<'_>) -> rusqlite::Result<HubRow> {
         delete_bucket: r.get(20)?,
         retention_days: r.get(21)?,
         retain_until: r.get(22)?,
+        origin: r.get(23)?,
+        no_tls_verify: r.get(24)?,
+        key_attempted: r.get(25)?,
+        deletion_due: r.get(26)?,
+        backups_deleted_at: r.get(27)?,
+        tunnel_status: r.get(28)?,
+        checked_at: r.get(29)?,
+        bucket_ready: r.get(30)?,
+        lifecycle_dirty: r.get(31)?,
     })
 }
 
@@ -151,6 +187,14 @@ pub fn begin_enroll(conn: &mut Connection, e: &NewEnrollment) -> Result<Begin, D
     }
 
     ensure_account(&tx, &e.account_id, &now)?;
+    if let Some(h) = prev.as_ref().filter(|h| h.deletion_due.is_some()) {
+        // Enrolling again before the deadline keeps the backups: the deletion is
+        // cancelled with the old row, and the bucket's rules must drop its Date rule.
+        tx.execute(
+            "UPDATE accounts SET lifecycle_dirty = 1 WHERE account_id = ?1",
+            [&h.account_id],
+        )?;
+    }
     let hostname = match &prev {
         Some(h) if h.subdomain == e.subdomain && h.zone == e.zone => h.hostname.clone(),
         _ => allocate_hostname(&tx, &e.subdomain, &e.zone)?,
@@ -239,11 +283,117 @@ fn allocate_hostname(conn: &Connection, subdomain: &str, zone: &str) -> Result<S
     }
 }
 
-pub fn bucket_present(conn: &Connection, account_id: &str) -> Result<(), DbError> {
+/// The bucket exists with the rules written from the pending deletions as they were
+/// when read (the caller holds the account's lock, so they are still current).
+pub fn bucket_ready(conn: &Connection, account_id: &str) -> Result<(), DbError> {
     conn.execute(
-        "UPDATE accounts SET bucket_deleted_at = NULL WHERE account_id = ?1",
+        "UPDATE accounts SET bucket_deleted_at = NULL, bucket_ready = 1, lifecycle_dirty = 0
+         WHERE account_id = ?1",
         [account_id],
     )?;
+    Ok(())
+}
+
+/// The hubs of an account whose backups are to be deleted, as `(hub_id, deletion_due)`.
+pub fn pending_deletions(
+    conn: &Connection,
+    account_id: &str,
+) -> Result<Vec<(String, String)>, DbError> {
+    let mut st = conn.prepare(
+        "SELECT hub_id, deletion_due FROM hubs
+         WHERE account_id = ?1 AND deletion_due IS NOT NULL ORDER BY hub_id",
+    )?;
+    let rows = st
+        .query_map([account_id], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
+
+/// Accounts whose bucket rules are out of date, as `(account_id, bucket)`.
+pub fn dirty_lifecycles(conn: &Connection) -> Result<Vec<(String, String)>, DbError> {
+    let mut st = conn.prepare(
+        "SELECT account_id, bucket FROM accounts
+         WHERE lifecycle_dirty = 1 AND bucket_deleted_at IS NULL ORDER BY account_id",
+    )?;
+    let rows = st
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
+
+/// Disabled hubs whose deletion is due at `now`, oldest deadline first.
+pub fn due_deletions(conn: &Connection, now: &str) -> Result<Vec<HubRow>, DbError> {
+    let sql = format!(
+        "SELECT {HUB_COLUMNS} FROM hubs h JOIN accounts a ON a.account_id = h.account_id
+         WHERE h.state = 'disabled' AND h.deletion_due IS NOT NULL AND h.deletion_due <= ?1
+         ORDER BY h.deletion_due"
+    );
+    let mut st = conn.prepare(&sql)?;
+    let rows = st
+        .query_map([now], hub_from_row)?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
+
+/// The hub's backups are gone: no deletion pending, and the account's rules must drop
+/// its Date rule.
+pub fn backups_deleted(conn: &mut Connection, hub_id: &str) -> Result<(), DbError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let now = now();
+    tx.execute(
+        "UPDATE hubs SET deletion_due = NULL, backups_deleted_at = ?2, updated_at = ?2
+         WHERE hub_id = ?1",
+        params![hub_id, now],
+    )?;
+    tx.execute(
+        "UPDATE accounts SET lifecycle_dirty = 1
+         WHERE account_id = (SELECT account_id FROM hubs WHERE hub_id = ?1)",
+        [hub_id],
+    )?;
+    tx.commit()?;
+    Ok(())
+}
+
+pub fn set_ingress(
+    conn: &Connection,
+    hub_id: &str,
+    origin: &str,
+    no_tls_verify: bool,
+) -> Result<(), DbError> {
+    conn.execute(
+        "UPDATE hubs SET origin = ?2, no_tls_verify = ?3, updated_at = ?4 WHERE hub_id = ?1",
+        params![hub_id, origin, no_tls_verify, now()],
+    )?;
+    Ok(())
+}
+
+pub fn key_attempted(conn: &Connection, hub_id: &str) -> Result<(), DbError> {
+    conn.execute(
+        "UPDATE hubs SET key_attempted_at = ?2, updated_at = ?2 WHERE hub_id = ?1",
+        params![hub_id, now()],
+    )?;
+    Ok(())
+}
+
+/// Every hub with a tunnel gets the status its tunnel has in `statuses`, or NULL when
+/// the provider does not list it; all get `checked_at`.
+pub fn set_tunnel_statuses(
+    conn: &mut Connection,
+    statuses: &[(String, String)],
+    checked_at: &str,
+) -> Result<(), DbError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    tx.execute(
+        "UPDATE hubs SET tunnel_status = NULL, checked_at = ?1 WHERE tunnel_id IS NOT NULL",
+        [checked_at],
+    )?;
+    {
+        let mut st = tx.prepare("UPDATE hubs SET tunnel_status = ?2 WHERE tunnel_id = ?1")?;
+        for (id, status) in statuses {
+            st.execute(params![id, status])?;
+        }
+    }
+    tx.commit()?;
     Ok(())
 }
 
@@ -324,22 +474,33 @@ pub fn begin_disable(
     get_hub(conn, hub_id)
 }
 
+/// The hub is disabled; with `deletion_due`, its backups are deleted then, and the
+/// account's bucket rules must gain the Date rule that backs that up.
 pub fn finish_disable(
-    conn: &Connection,
+    conn: &mut Connection,
     hub_id: &str,
-    retain_until: Option<&str>,
+    deletion_due: Option<&str>,
 ) -> Result<(), DbError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let now = now();
-    conn.execute(
-        "UPDATE hubs SET state = 'disabled', disabled_at = ?2, retain_until = ?3,
-            updated_at = ?2 WHERE hub_id = ?1",
-        params![hub_id, now, retain_until],
+    tx.execute(
+        "UPDATE hubs SET state = 'disabled', disabled_at = ?2, deletion_due = ?3,
+            tunnel_status = NULL, updated_at = ?2 WHERE hub_id = ?1",
+        params![hub_id, now, deletion_due],
     )?;
+    if deletion_due.is_some() {
+        tx.execute(
+            "UPDATE accounts SET lifecycle_dirty = 1
+             WHERE account_id = (SELECT account_id FROM hubs WHERE hub_id = ?1)",
+            [hub_id],
+        )?;
+    }
+    tx.commit()?;
     Ok(())
 }
 
 /// Other hubs whose data may be in the account's bucket: every hub not disabled, and
-/// disabled hubs that kept their backups.
+/// disabled hubs that kept their backups or whose deletion is still pending.
 pub fn other_bucket_users(
     conn: &Connection,
     account_id: &str,
@@ -347,7 +508,7 @@ pub fn other_bucket_users(
 ) -> Result<i64, DbError> {
     Ok(conn.query_row(
         "SELECT COUNT(*) FROM hubs WHERE account_id = ?1 AND hub_id != ?2
-           AND (state != 'disabled' OR delete_bucket = 0)",
+           AND (state != 'disabled' OR delete_bucket = 0 OR deletion_due IS NOT NULL)",
         params![account_id, hub_id],
         |r| r.get(0),
     )?)
@@ -386,12 +547,14 @@ pub fn teardown_steps(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::retain_until;
+    use crate::store::deletion_due;
     use crate::store::test_support::{go, req};
 
     fn conn() -> Connection {
         let c = Connection::open_in_memory().unwrap();
-        c.execute_batch(MIGRATIONS[0]).unwrap();
+        for m in MIGRATIONS {
+            c.execute_batch(m).unwrap();
+        }
         c
     }
 
@@ -431,18 +594,71 @@ mod tests {
         let a = go(begin_enroll(&mut c, &req("h1", "acct", "acme")).unwrap());
         set_tunnel(&c, "h1", Some("t1"), Some(&Secret::new("tok"))).unwrap();
         set_active(&c, "h1").unwrap();
-        begin_disable(&c, "h1", false, 30).unwrap();
+        bucket_ready(&c, "acct").unwrap();
+        begin_disable(&c, "h1", true, 30).unwrap();
         assert!(matches!(
             begin_enroll(&mut c, &req("h1", "acct", "acme")).unwrap(),
             Begin::DisableIncomplete
         ));
-        finish_disable(&c, "h1", Some(&retain_until(30))).unwrap();
+        finish_disable(&mut c, "h1", Some(&deletion_due(30))).unwrap();
+        assert_eq!(pending_deletions(&c, "acct").unwrap().len(), 1);
+        assert_eq!(dirty_lifecycles(&c).unwrap().len(), 1, "a Date rule to add");
+        bucket_ready(&c, "acct").unwrap();
         let b = go(begin_enroll(&mut c, &req("h1", "acct", "acme")).unwrap());
         assert_eq!(b.generation, 2);
         assert_eq!(b.hostname, a.hostname);
         assert_eq!(b.tunnel_id, None, "a fresh tunnel is provisioned");
         assert_eq!(b.tunnel_name, "hubkeeper-h1-2");
-        assert_eq!(b.retain_until, None);
+        assert_eq!(b.deletion_due, None, "enrolling again cancels the deletion");
+        assert!(b.lifecycle_dirty, "and its Date rule must go");
+        assert!(pending_deletions(&c, "acct").unwrap().is_empty());
+    }
+
+    #[test]
+    fn deletions_fall_due_and_are_recorded_done() {
+        let mut c = conn();
+        go(begin_enroll(&mut c, &req("h1", "acct", "a")).unwrap());
+        begin_disable(&c, "h1", true, 0).unwrap();
+        finish_disable(&mut c, "h1", Some("2026-01-01T00:00:00Z")).unwrap();
+        assert!(
+            due_deletions(&c, "2025-12-31T23:59:59Z")
+                .unwrap()
+                .is_empty()
+        );
+        let due = due_deletions(&c, "2026-01-01T00:00:00Z").unwrap();
+        assert_eq!(due.len(), 1);
+        assert_eq!(other_bucket_users(&c, "acct", "other").unwrap(), 1);
+        backups_deleted(&mut c, "h1").unwrap();
+        assert!(
+            due_deletions(&c, "2027-01-01T00:00:00Z")
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(other_bucket_users(&c, "acct", "other").unwrap(), 0);
+        assert!(
+            get_hub(&c, "h1")
+                .unwrap()
+                .unwrap()
+                .backups_deleted_at
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn tunnel_statuses_follow_the_providers_list() {
+        let mut c = conn();
+        go(begin_enroll(&mut c, &req("h1", "acct", "a")).unwrap());
+        go(begin_enroll(&mut c, &req("h2", "acct", "b")).unwrap());
+        set_tunnel(&c, "h1", Some("t1"), Some(&Secret::new("x"))).unwrap();
+        set_tunnel(&c, "h2", Some("t2"), Some(&Secret::new("y"))).unwrap();
+        set_tunnel_statuses(&mut c, &[("t1".into(), "healthy".into())], "T").unwrap();
+        let (h1, h2) = (
+            get_hub(&c, "h1").unwrap().unwrap(),
+            get_hub(&c, "h2").unwrap().unwrap(),
+        );
+        assert_eq!(h1.tunnel_status.as_deref(), Some("healthy"));
+        assert_eq!(h2.tunnel_status, None, "not listed: no status");
+        assert_eq!(h2.checked_at.as_deref(), Some("T"));
     }
 
     #[test]
@@ -452,7 +668,13 @@ mod tests {
         go(begin_enroll(&mut c, &req("h2", "acct", "b")).unwrap());
         assert_eq!(other_bucket_users(&c, "acct", "h1").unwrap(), 1);
         begin_disable(&c, "h2", true, 0).unwrap();
-        finish_disable(&c, "h2", None).unwrap();
+        finish_disable(&mut c, "h2", Some("2026-01-01T00:00:00Z")).unwrap();
+        assert_eq!(
+            other_bucket_users(&c, "acct", "h1").unwrap(),
+            1,
+            "its backups are not deleted yet"
+        );
+        backups_deleted(&mut c, "h2").unwrap();
         assert_eq!(other_bucket_users(&c, "acct", "h1").unwrap(), 0);
     }
 }
