@@ -174,6 +174,13 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Resp, Los
         None => format!("{method} (unknown)"),
     };
     *lock(&shared.calls).entry(template.clone()).or_insert(0) += 1;
+    {
+        let mut log = lock(&shared.call_log);
+        if log.len() >= CALL_LOG_CAP {
+            log.pop_front();
+        }
+        log.push_back(template.clone());
+    }
 
     let faults = take_faults(&shared, &template);
     if let Some(f) = &faults {
@@ -864,6 +871,9 @@ async fn delete_bucket(ctx: &Ctx<'_>, name: &str) -> ApiResult<Resp> {
 
 // ---------------------------------------------------------------- test hooks
 
+/// How many calls the ordered call log keeps.
+const CALL_LOG_CAP: usize = 10_000;
+
 fn admin(shared: &Shared, method: &Method, rest: &str, body: &Bytes) -> Resp {
     let segs: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
     let parsed = |body: &Bytes| serde_json::from_slice::<Value>(body);
@@ -877,8 +887,10 @@ fn admin(shared: &Shared, method: &Method, rest: &str, body: &Bytes) -> Resp {
             Err(e) => admin_json(400, &json!({"error": format!("faults: {e}")})),
         },
         ("GET", ["calls"]) => admin_json(200, &json!(*lock(&shared.calls))),
+        ("GET", ["calls", "log"]) => admin_json(200, &json!(*lock(&shared.call_log))),
         ("DELETE", ["calls"]) => {
             lock(&shared.calls).clear();
+            lock(&shared.call_log).clear();
             admin_json(200, &json!({}))
         }
         ("GET", ["jurisdictions"]) => admin_json(200, &json!(*lock(&shared.jurisdictions))),
@@ -913,7 +925,7 @@ fn admin(shared: &Shared, method: &Method, rest: &str, body: &Bytes) -> Resp {
         }
         _ => admin_json(
             404,
-            &json!({"error": "stand-in hooks: faults, calls, jurisdictions, keys, \
+            &json!({"error": "stand-in hooks: faults, calls, calls/log, jurisdictions, keys, \
                      tunnels/{id}/connections, buckets/{jurisdiction}/{name}/not-empty"}),
         ),
     }

@@ -144,6 +144,8 @@ pub(crate) struct Shared {
     pub opts: Options,
     pub account: Mutex<state::Account>,
     pub calls: Mutex<BTreeMap<String, u64>>,
+    /// Every call's template in the order the calls came (bounded, oldest dropped).
+    pub call_log: Mutex<std::collections::VecDeque<String>>,
     pub jurisdictions: Mutex<Vec<JurisdictionCall>>,
     pub faults: watch::Sender<Faults>,
     pub down: watch::Sender<bool>,
@@ -207,6 +209,7 @@ impl Standin {
             opts,
             account: Mutex::new(account),
             calls: Mutex::new(BTreeMap::new()),
+            call_log: Mutex::new(std::collections::VecDeque::new()),
             jurisdictions: Mutex::new(Vec::new()),
             faults: watch::Sender::new(Faults::default()),
             down: watch::Sender::new(false),
@@ -253,6 +256,12 @@ impl Standin {
 
     pub fn reset_calls(&self) {
         lock(&self.shared.calls).clear();
+        lock(&self.shared.call_log).clear();
+    }
+
+    /// The calls' templates in the order they came (the last 10,000).
+    pub fn call_log(&self) -> Vec<String> {
+        lock(&self.shared.call_log).iter().cloned().collect()
     }
 
     /// Every R2 call so far with its `cf-r2-jurisdiction` header.

@@ -105,13 +105,18 @@ pub fn check_license_id(s: &str) -> Result<(), String> {
 const MAX_ORIGIN: usize = 2048;
 
 /// A hub's origin: an absolute http(s) URL with a host, as a tunnel ingress takes it.
-pub fn check_origin(s: &str) -> Result<(), String> {
+/// Returns it as the ingress's `service`: a bare host without the trailing `/` a URL
+/// parser adds (cloudflared's examples, and what its validation expects).
+pub fn check_origin(s: &str) -> Result<String, String> {
     let parsed = (s.len() <= MAX_ORIGIN)
         .then(|| url::Url::parse(s).ok())
         .flatten()
         .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
     match parsed {
-        Some(_) => Ok(()),
+        Some(u) if u.path() == "/" && u.query().is_none() && u.fragment().is_none() => {
+            Ok(u.as_str().trim_end_matches('/').to_owned())
+        }
+        Some(u) => Ok(u.as_str().to_owned()),
         None => Err(format!(
             "invalid origin: use an http:// or https:// URL with a host, at most {MAX_ORIGIN} characters (like http://127.0.0.1:8080)"
         )),

@@ -83,15 +83,12 @@ impl<S: Store, P: Provisioner> Service<S, P> {
         let hub = hub_id(&req.hub_id)?;
         names::check_account_id(&req.account_id).map_err(ServiceError::Invalid)?;
         names::check_license_id(&req.license_id).map_err(ServiceError::Invalid)?;
-        // Checked at the edge even though the local provisioner has no ingress to set:
-        // what a Cloudflare ingress would refuse is refused here, and named.
-        if let Some(origin) = &req.origin {
-            names::check_origin(origin).map_err(ServiceError::Invalid)?;
-        }
-        let origin = req
-            .origin
-            .clone()
-            .unwrap_or_else(|| DEFAULT_ORIGIN.to_owned());
+        // Checked at the edge for every provisioner (the local one has no ingress to
+        // set): what a Cloudflare ingress would refuse is refused here, and named.
+        let origin = match &req.origin {
+            Some(origin) => names::check_origin(origin).map_err(ServiceError::Invalid)?,
+            None => DEFAULT_ORIGIN.to_owned(),
+        };
         let no_tls_verify = req.no_tls_verify;
         let new = NewEnrollment {
             subdomain: names::subdomain(req.requested_subdomain.as_deref(), &hub),

@@ -3,6 +3,7 @@
 //! conditions with deadlines instead of sleeping.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod cloudflare;
 pub mod dns;
 pub mod fault;
 pub mod procfs;

@@ -32,7 +32,10 @@ pub fn free_port() -> u16 {
 }
 
 pub struct S3Server {
-    child: Child,
+    child: std::sync::Mutex<Child>,
+    /// Where rclone itself listens (behind the shim).
+    port: u16,
+    dir_path: PathBuf,
     shim: Child,
     pub endpoint: String,
     /// rclone's data directory: `data/<bucket>/<key>`.
@@ -48,58 +51,55 @@ impl S3Server {
         let data = dir.path().join("data");
         std::fs::create_dir(&data).unwrap();
         let log = dir.path().join("rclone.log");
+        let keys: Vec<(String, String)> = keys
+            .iter()
+            .map(|(a, s)| ((*a).to_owned(), (*s).to_owned()))
+            .collect();
         // A port picked this way can be taken by someone else before rclone binds it:
         // try a few.
         for _ in 0..5 {
             let port = free_port();
-            let mut cmd = Command::new(rclone());
-            cmd.args(["serve", "s3", "--addr", &format!("127.0.0.1:{port}")]);
-            let port_inner = port;
-            // Keys go in the environment (CSV of quoted "id,secret" pairs), not argv:
-            // tests scan every process's argv for secrets.
-            let csv: Vec<String> = keys
-                .iter()
-                .map(|(ak, sk)| format!("\"{ak},{sk}\""))
-                .collect();
-            cmd.env("RCLONE_AUTH_KEY", csv.join(","));
-            cmd.arg(&data)
-                // No user rclone.conf: the test sees only what it set.
-                .env("RCLONE_CONFIG", dir.path().join("rclone.conf"))
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(&log).unwrap());
-            let mut child = cmd.spawn().expect("spawn rclone");
-            let end = Instant::now() + Duration::from_secs(20);
-            loop {
-                if TcpStream::connect(("127.0.0.1", port_inner)).is_ok() {
-                    let (public, shim) = dir_marker_shim(port_inner);
-                    return S3Server {
-                        child,
-                        shim,
-                        endpoint: format!("http://127.0.0.1:{public}"),
-                        data,
-                        log,
-                        _dir: dir,
-                    };
-                }
-                if child.try_wait().unwrap().is_some() {
-                    break;
-                }
-                if Instant::now() > end {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    panic!(
-                        "rclone did not listen within 20s; log:\n{}",
-                        std::fs::read_to_string(&log).unwrap_or_default()
-                    );
-                }
-                std::thread::sleep(Duration::from_millis(20));
+            if let Some(child) = spawn_rclone(dir.path(), port, &keys) {
+                let (public, shim) = dir_marker_shim(port);
+                return S3Server {
+                    child: std::sync::Mutex::new(child),
+                    port,
+                    dir_path: dir.path().to_owned(),
+                    shim,
+                    endpoint: format!("http://127.0.0.1:{public}"),
+                    data,
+                    log,
+                    _dir: dir,
+                };
             }
         }
         panic!(
             "rclone serve s3 failed to start; log:\n{}",
             std::fs::read_to_string(&log).unwrap_or_default()
         );
+    }
+
+    /// Restarts rclone (same port, same data) accepting these key pairs instead: how
+    /// keys minted by the Cloudflare stand-in come to work here, a moment after they
+    /// were minted, much as R2 keys take a while to work everywhere.
+    pub fn set_keys(&self, keys: &[(String, String)]) {
+        let mut child = self.child.lock().unwrap();
+        let _ = child.kill();
+        let _ = child.wait();
+        // The port was ours a moment ago; retry while the kernel lets it go.
+        let end = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(c) = spawn_rclone(&self.dir_path, self.port, keys) {
+                *child = c;
+                return;
+            }
+            assert!(
+                Instant::now() < end,
+                "rclone did not restart on port {}",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// True if the store has the bucket (rclone keeps one directory per bucket).
@@ -125,7 +125,8 @@ impl S3Server {
     /// Sends `sig` to rclone: SIGSTOP makes a hung store (connections accepted, no
     /// answers), SIGCONT revives it.
     pub fn signal(&self, sig: nix::sys::signal::Signal) {
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), sig).unwrap();
+        let pid = self.child.lock().unwrap().id();
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig).unwrap();
     }
 }
 
@@ -133,8 +134,10 @@ impl Drop for S3Server {
     fn drop(&mut self) {
         let _ = self.shim.kill();
         let _ = self.shim.wait();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Ok(mut child) = self.child.lock() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
@@ -178,6 +181,51 @@ impl S3Client {
 
 /// Starts `s3-dirmarker-proxy` in front of rclone (see that program: R2 accepts the
 /// directory markers rustic writes, rclone does not). Returns its port and process.
+/// rclone on `port` with these keys, once it listens; `None` if it exited (the port
+/// was taken).
+fn spawn_rclone(dir: &std::path::Path, port: u16, keys: &[(String, String)]) -> Option<Child> {
+    let log = dir.join("rclone.log");
+    let mut cmd = Command::new(rclone());
+    cmd.args(["serve", "s3", "--addr", &format!("127.0.0.1:{port}")]);
+    // Keys go in the environment (CSV of quoted "id,secret" pairs), not argv: tests
+    // scan every process's argv for secrets.
+    let csv: Vec<String> = keys
+        .iter()
+        .map(|(ak, sk)| format!("\"{ak},{sk}\""))
+        .collect();
+    cmd.env("RCLONE_AUTH_KEY", csv.join(","));
+    let stderr = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)
+        .unwrap();
+    cmd.arg(dir.join("data"))
+        // No user rclone.conf: the test sees only what it set.
+        .env("RCLONE_CONFIG", dir.join("rclone.conf"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr);
+    let mut child = cmd.spawn().expect("spawn rclone");
+    let end = Instant::now() + Duration::from_secs(20);
+    loop {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Some(child);
+        }
+        if child.try_wait().unwrap().is_some() {
+            return None;
+        }
+        if Instant::now() > end {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "rclone did not listen within 20s; log:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn dir_marker_shim(upstream: u16) -> (u16, Child) {
     for _ in 0..5 {
         let port = free_port();

@@ -3,6 +3,7 @@
 //! stand-in, and a daemon configured to use them. Plus a scripted HTTP server for
 //! control-service misbehaviour (503s, 401, garbage, hangs).
 
+use super::cloudflare::{ACCOUNT_ID, CloudflareApi, MASTER_TOKEN};
 use super::s3::{S3Server, free_port};
 use super::{BASE, Daemon, open_tempdir, wait_for};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -19,19 +20,61 @@ pub const S3_KEYS: [(&str, &str); 2] = [
     ("HKAK2", "hk-s3-secret-2-9a1c"),
 ];
 
-/// A running `hubkeeper-control` with its own S3 store.
+/// A running `hubkeeper-control` with its own S3 store, and with the Cloudflare API
+/// stand-in when it provisions through the Cloudflare provisioner.
 pub struct ControlService {
     pub child: Option<Child>,
     pub dir: tempfile::TempDir,
     pub url: String,
-    pub s3: S3Server,
+    pub s3: Arc<S3Server>,
     pub log: PathBuf,
+    pub cloudflare: Option<CloudflareApi>,
     port: u16,
 }
 
 impl ControlService {
+    /// With the Cloudflare provisioner (`kind = "cloudflare"`) against the Cloudflare
+    /// API stand-in, whose buckets live on the S3 store. `extra` goes into
+    /// `[provisioner.cloudflare]`.
+    pub fn start_cloudflare(extra: &str) -> ControlService {
+        let s3 = Arc::new(S3Server::start(&S3_KEYS));
+        let api = CloudflareApi::start(s3.clone(), &S3_KEYS, "hub.test");
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::write(d.join("control-token"), CONTROL_TOKEN).unwrap();
+        std::fs::write(d.join("cloudflare-token"), MASTER_TOKEN).unwrap();
+        let port = free_port();
+        let config = format!(
+            "listen = \"127.0.0.1:{port}\"\ntoken_file = \"control-token\"\ndatabase = \"state/control.db\"\nzone = \"hub.test\"\nsweep_interval = \"1s\"\n\
+             [provisioner]\nkind = \"cloudflare\"\n[provisioner.cloudflare]\napi_base = \"{}\"\naccount_id = \"{ACCOUNT_ID}\"\n\
+             api_token_file = \"cloudflare-token\"\nr2_endpoint = \"{}\"\nmax_requests_per_second = 20\n{extra}",
+            api.url(),
+            s3.endpoint
+        );
+        std::fs::write(d.join("control.toml"), config).unwrap();
+        let log = d.join("control.log");
+        let mut cs = ControlService {
+            child: None,
+            url: format!("http://127.0.0.1:{port}"),
+            s3,
+            log,
+            dir,
+            cloudflare: Some(api),
+            port,
+        };
+        cs.resume();
+        cs
+    }
+
+    /// The Cloudflare API stand-in of a [`ControlService::start_cloudflare`] service.
+    pub fn api(&self) -> &CloudflareApi {
+        self.cloudflare
+            .as_ref()
+            .expect("started with start_cloudflare")
+    }
+
     pub fn start() -> ControlService {
-        let s3 = S3Server::start(&S3_KEYS);
+        let s3 = Arc::new(S3Server::start(&S3_KEYS));
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         std::fs::write(d.join("control-token"), CONTROL_TOKEN).unwrap();
@@ -56,6 +99,7 @@ impl ControlService {
             s3,
             log,
             dir,
+            cloudflare: None,
             port,
         };
         cs.resume();
