@@ -76,6 +76,9 @@ pub struct CloudflareConfig {
     /// client of the account: 4 per second leaves the dashboard room.
     #[serde(default = "default_requests_per_second")]
     pub max_requests_per_second: u32,
+    /// One attempt of one Cloudflare call, from sending to the end of the answer.
+    #[serde(default = "default_cloudflare_timeout")]
+    pub request_timeout: HumanDuration,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -99,6 +102,10 @@ impl Jurisdiction {
 
 fn default_api_base() -> HttpUrl {
     HttpUrl::from_static(cloudflare_api::DEFAULT_API_BASE)
+}
+
+fn default_cloudflare_timeout() -> HumanDuration {
+    HumanDuration::secs(30)
 }
 
 fn default_requests_per_second() -> u32 {
@@ -195,6 +202,12 @@ pub fn validate(c: &ControlConfig) -> Vec<(String, String)> {
             problems.push((
                 "provisioner.cloudflare.max_requests_per_second".into(),
                 "must be between 1 and 20 (Cloudflare allows 1,200 requests per 5 minutes)".into(),
+            ));
+        }
+        if cf.request_timeout.get().is_zero() {
+            problems.push((
+                "provisioner.cloudflare.request_timeout".into(),
+                "must be longer than 0s".into(),
             ));
         }
         if let Some(h) = &cf.location_hint

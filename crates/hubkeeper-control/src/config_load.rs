@@ -141,6 +141,7 @@ pub fn parse(
             jurisdiction: c.jurisdiction.as_str().to_owned(),
             location_hint: c.location_hint.as_ref().map(|h| h.as_str().to_owned()),
             min_interval: Duration::from_millis(1000 / u64::from(c.max_requests_per_second.max(1))),
+            request_timeout: c.request_timeout.get(),
         })
     });
     let provisioner = match cfg.provisioner.kind {

@@ -105,7 +105,7 @@ pub async fn run<S: Store, P: Provisioner>(
             () = shutdown.cancelled() => return,
             pass = service.sweep() => pass,
         };
-        if pass != Pass::default() {
+        if pass.backups_deleted + pass.rules_written + pass.failures > 0 {
             tracing::info!(
                 backups_deleted = pass.backups_deleted,
                 rules_written = pass.rules_written,

@@ -19,6 +19,7 @@ use hyper::{Method, Request, Response};
 use hyper_util::rt::TokioIo;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Mutex;
 
@@ -49,18 +50,36 @@ async fn main() {
     }
 }
 
-/// One client connection, with one upstream connection behind it.
+type Upstream = hyper::client::conn::http1::SendRequest<Incoming>;
+
+/// How long a request waits for rclone to come back: the tests restart it to change the
+/// keys it accepts (see testkit's Cloudflare stand-in), and that must look like a slow
+/// answer, not a failure.
+const UPSTREAM_WAIT: Duration = Duration::from_secs(15);
+
+/// A connection to rclone, retried while rclone refuses connections (restarting).
+async fn connect(upstream: SocketAddr) -> Option<Upstream> {
+    let end = Instant::now() + UPSTREAM_WAIT;
+    loop {
+        if let Ok(up) = TcpStream::connect(upstream).await
+            && let Ok((sender, conn)) =
+                hyper::client::conn::http1::handshake::<_, Incoming>(TokioIo::new(up)).await
+        {
+            tokio::spawn(conn);
+            return Some(sender);
+        }
+        if Instant::now() > end {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// One client connection, with one upstream connection behind it at a time: when rclone
+/// restarts, the next request opens a new one, so a client's kept-alive connection
+/// keeps working.
 async fn serve(client: TcpStream, upstream: SocketAddr) {
-    let Ok(up) = TcpStream::connect(upstream).await else {
-        return;
-    };
-    let Ok((sender, conn)) =
-        hyper::client::conn::http1::handshake::<_, Incoming>(TokioIo::new(up)).await
-    else {
-        return;
-    };
-    tokio::spawn(conn);
-    let sender = Arc::new(Mutex::new(sender));
+    let sender: Arc<Mutex<Option<Upstream>>> = Arc::new(Mutex::new(None));
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let sender = sender.clone();
         async move {
@@ -70,8 +89,7 @@ async fn serve(client: TcpStream, upstream: SocketAddr) {
                     Empty::new().map_err(|n| match n {}).boxed(),
                 ));
             }
-            let forwarded = sender.lock().await.send_request(req).await;
-            Ok(match forwarded {
+            Ok(match forward(&sender, upstream, req).await {
                 Ok(r) => r.map(BodyExt::boxed),
                 Err(e) => reply(
                     502,
@@ -85,6 +103,39 @@ async fn serve(client: TcpStream, upstream: SocketAddr) {
     let _ = hyper::server::conn::http1::Builder::new()
         .serve_connection(TokioIo::new(client), service)
         .await;
+}
+
+/// Sends `req` upstream; a request the old connection never sent (rclone went away)
+/// goes again on a new one.
+async fn forward(
+    sender: &Mutex<Option<Upstream>>,
+    upstream: SocketAddr,
+    mut req: Request<Incoming>,
+) -> Result<Response<Incoming>, String> {
+    let mut guard = sender.lock().await;
+    for _ in 0..3 {
+        let live = match guard.take() {
+            Some(s) if !s.is_closed() => Some(s),
+            _ => connect(upstream).await,
+        };
+        let Some(mut s) = live else {
+            return Err("rclone is not listening".into());
+        };
+        if s.ready().await.is_err() {
+            continue;
+        }
+        match s.try_send_request(req).await {
+            Ok(r) => {
+                *guard = Some(s);
+                return Ok(r);
+            }
+            Err(mut e) => match e.take_message() {
+                Some(unsent) => req = unsent,
+                None => return Err(e.into_error().to_string()),
+            },
+        }
+    }
+    Err("rclone kept dropping the connection".into())
 }
 
 /// `PUT /bucket/some/dir/`: a key below a bucket that ends in '/'. (`PUT /bucket/` is

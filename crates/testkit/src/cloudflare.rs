@@ -122,6 +122,16 @@ impl CloudflareApi {
         r.json()
     }
 
+    /// One API call with the master token, as an operator's script would make it.
+    pub fn api_call(&self, method: &str, path: &str, body: &Value) -> super::Resp {
+        let body = body.to_string();
+        let req = format!(
+            "{method} /client/v4{path} HTTP/1.1\r\nHost: standin\r\nAuthorization: Bearer {MASTER_TOKEN}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        tcp(self.port, req.as_bytes()).unwrap()
+    }
+
     /// Sets the fault switches (`{"status_5xx":503,"only":"POST /accounts/{acct}/tokens","count":1}`, …).
     pub fn set_faults(&self, faults: Value) {
         self.hook("PUT", "faults", Some(&faults));

@@ -143,6 +143,47 @@ impl ControlService {
         }
     }
 
+    /// One call to the service's API with the operator token.
+    pub fn call(&self, method: &str, path: &str, body: Option<&serde_json::Value>) -> super::Resp {
+        let body = body.map(serde_json::Value::to_string).unwrap_or_default();
+        let req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: control\r\nAuthorization: Bearer {CONTROL_TOKEN}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        super::tcp(self.port, req.as_bytes()).unwrap()
+    }
+
+    /// An enroll of `hub` under `account`, as a daemon sends it.
+    pub fn enroll(&self, hub: &str, account: &str) -> super::Resp {
+        self.call(
+            "POST",
+            "/v1/managed-cloudflare/enroll",
+            Some(&serde_json::json!({
+                "account_id": account, "hub_id": hub, "license_id": "lic-1",
+                "requested_subdomain": "acme", "origin": "http://127.0.0.1:8080",
+                "no_tls_verify": false
+            })),
+        )
+    }
+
+    pub fn disable(&self, hub: &str, delete_bucket: bool, retention_days: u32) -> super::Resp {
+        self.call(
+            "POST",
+            "/v1/managed-cloudflare/disable",
+            Some(&serde_json::json!({
+                "hub_id": hub, "delete_bucket": delete_bucket, "retention_days": retention_days
+            })),
+        )
+    }
+
+    /// Kills the process with SIGKILL (no shutdown), as a crash would.
+    pub fn crash(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
     /// The service's own view of a hub (`GET /v1/managed-cloudflare/status`).
     pub fn hub_status(&self, hub_id: &str) -> serde_json::Value {
         let req = format!(

@@ -43,6 +43,9 @@ const OBJECT_WRITE: &[&str] = &["Workers R2 Storage Bucket Item Write"];
 const SWEEPER: &str = "sweeper";
 const SWEEPER_NAME: &str = "hubkeeper-control-sweeper";
 
+/// The longest `retry-after` a call waits out itself.
+const MAX_HELD_RETRY_AFTER: Duration = Duration::from_secs(5);
+
 const ABORT_RULE: &str = "hubkeeper-abort-multipart";
 const DELETE_RULE_PREFIX: &str = "hubkeeper-delete-";
 
@@ -60,6 +63,8 @@ pub struct CloudflareSettings {
     pub location_hint: Option<String>,
     /// Requests at least this far apart (Cloudflare allows 1,200 per 5 minutes).
     pub min_interval: Duration,
+    /// One attempt of one call.
+    pub request_timeout: Duration,
 }
 
 #[derive(Debug)]
@@ -86,6 +91,10 @@ impl CloudflareProvisioner {
         settings.api_base = s.api_base;
         settings.jurisdiction = s.jurisdiction;
         settings.min_interval = s.min_interval;
+        settings.attempt_timeout = s.request_timeout;
+        // A hub waiting on its enroll is better told "429, retry after N" than held
+        // for a minute: longer waits come back as ProvisionError::RateLimited.
+        settings.max_retry_after = MAX_HELD_RETRY_AFTER;
         let api = Client::new(settings).map_err(|e| ProvisionError::Internal {
             op: "set up the Cloudflare client",
             detail: e.to_string(),
