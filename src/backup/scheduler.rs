@@ -45,6 +45,9 @@ pub struct BackupTargets {
     /// When this hub enrolled: a hub without backups is not overdue before one
     /// interval has passed since then.
     pub enrolled_at: Option<SystemTime>,
+    /// When the current keys were issued (enrolled or rotated): a backup within the
+    /// propagation window waits until the store accepts them.
+    pub keys_since: Option<SystemTime>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -197,6 +200,42 @@ impl Running {
     }
 }
 
+/// For keys issued within the propagation window: the store, a prefix to probe under,
+/// and until when to wait for the store to accept them.
+fn fresh_keys(t: &BackupTargets) -> Option<(Target, String, SystemTime)> {
+    let until = t.keys_since? + crate::health::KEY_PROPAGATION;
+    (SystemTime::now() < until).then(|| {
+        (
+            t.target.clone(),
+            format!("hubkeeper-health/{}/", t.hub_id),
+            until,
+        )
+    })
+}
+
+/// Waits until the store accepts the keys (a write, read and delete), or `until`, or a
+/// stop. Fresh R2 keys can be refused for up to a minute; a backup started then would
+/// fail and wait out a minute's backoff with an error in the status.
+async fn keys_accepted(target: &Target, prefix: &str, until: SystemTime, stop: &CancellationToken) {
+    let Ok(client) = crate::health::r2::client(target, crate::health::r2::Limits::default()) else {
+        return;
+    };
+    loop {
+        match crate::health::r2::check(&client, target, prefix).await {
+            Err(p) if crate::health::r2::may_be_propagation(&p) && SystemTime::now() < until => {
+                tracing::info!(
+                    "the store does not accept the new keys yet: the backup waits for them"
+                );
+            }
+            _ => return,
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_secs(2)) => {}
+        }
+    }
+}
+
 /// The outcome of a run whose task died (a panic): a stopped run of that kind.
 fn lost(job: Job) -> Outcome {
     match job {
@@ -316,7 +355,13 @@ impl Actor {
                         queued = false;
                         tracing::info!(paths = ?t.config.backup.paths, "backup starting");
                         self.persisted.last_attempt = now;
-                        tokio::spawn(async move { Outcome::Backup(run::run(&inv, &token).await) })
+                        let fresh = fresh_keys(&t);
+                        tokio::spawn(async move {
+                            if let Some((target, prefix, until)) = fresh {
+                                keys_accepted(&target, &prefix, until, &token).await;
+                            }
+                            Outcome::Backup(run::run(&inv, &token).await)
+                        })
                     }
                     Job::Verify => {
                         tracing::info!(subset, "backup verify starting (rustic check)");

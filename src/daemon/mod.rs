@@ -472,6 +472,7 @@ impl Daemon {
                 target: e.r2.clone(),
                 config: Arc::new(cfg.clone()),
                 enrolled_at: e.enrolled_at,
+                keys_since: e.keys_since,
             }),
             _ => None,
         };
