@@ -3,6 +3,7 @@
 //! its last write, and records every provisioned resource before the next step, so
 //! racing requests see one enrollment and an interrupted one resumes where it stopped.
 
+use super::accounts::Caller;
 use super::locks::KeyedLocks;
 use super::names;
 use super::provision::{Expiry, Ingress, ProvisionError, Provisioner};
@@ -79,7 +80,11 @@ impl<S: Store, P: Provisioner> Service<S, P> {
         }
     }
 
-    pub async fn enroll(&self, req: EnrollRequest) -> Result<EnrollResponse, ServiceError> {
+    pub async fn enroll(
+        &self,
+        _caller: &Caller,
+        req: EnrollRequest,
+    ) -> Result<EnrollResponse, ServiceError> {
         let hub = hub_id(&req.hub_id)?;
         names::check_account_id(&req.account_id).map_err(ServiceError::Invalid)?;
         names::check_license_id(&req.license_id).map_err(ServiceError::Invalid)?;
@@ -239,7 +244,11 @@ impl<S: Store, P: Provisioner> Service<S, P> {
     }
 
     /// Served from the database without locking: it may show a step in progress.
-    pub async fn status(&self, hub_id_raw: &str) -> Result<ServiceStatus, ServiceError> {
+    pub async fn status(
+        &self,
+        _caller: &Caller,
+        hub_id_raw: &str,
+    ) -> Result<ServiceStatus, ServiceError> {
         let hub = hub_id(hub_id_raw)?;
         let row = self
             .store
@@ -276,7 +285,11 @@ impl<S: Store, P: Provisioner> Service<S, P> {
         })
     }
 
-    pub async fn rotate_keys(&self, req: HubRequest) -> Result<RotateKeysResponse, ServiceError> {
+    pub async fn rotate_keys(
+        &self,
+        _caller: &Caller,
+        req: HubRequest,
+    ) -> Result<RotateKeysResponse, ServiceError> {
         let hub = hub_id(&req.hub_id)?;
         let _hub_lock = self.locks.lock(hub_key(&hub)).await;
         let row = self
@@ -306,7 +319,11 @@ impl<S: Store, P: Provisioner> Service<S, P> {
 
     /// Tears the hub down (`teardown.rs`). Unknown and already disabled hubs are a
     /// success: the caller's goal, "this hub holds nothing", is met.
-    pub async fn disable(&self, req: DisableRequest) -> Result<DisableResponse, ServiceError> {
+    pub async fn disable(
+        &self,
+        _caller: &Caller,
+        req: DisableRequest,
+    ) -> Result<DisableResponse, ServiceError> {
         let hub = hub_id(&req.hub_id)?;
         if req.retention_days > MAX_RETENTION_DAYS {
             return Err(ServiceError::Invalid(format!(
@@ -468,7 +485,10 @@ mod tests {
         fake.fail_mint.store(true, Ordering::SeqCst);
         let svc = Service::new(store.clone(), fake, "hubs.test".into());
 
-        let e = svc.enroll(enroll_req("hub-a")).await.unwrap_err();
+        let e = svc
+            .enroll(&Caller::Operator, enroll_req("hub-a"))
+            .await
+            .unwrap_err();
         assert!(matches!(e, ServiceError::Provision(_)), "{e}");
         // What existed before the failure is recorded.
         let row = store.hub("hub-a").await.unwrap().unwrap();
@@ -476,11 +496,14 @@ mod tests {
         assert_eq!(row.tunnel_id.as_deref(), Some("tid-hubkeeper-hub-a-1"));
         assert!(row.dns_record_id.is_some());
         assert_eq!(row.key_id, None);
-        let st = svc.status("hub-a").await.unwrap();
+        let st = svc.status(&Caller::Operator, "hub-a").await.unwrap();
         assert_eq!(st.errors[0].code, "enrollment_incomplete");
 
         // The next enroll does only the missing step.
-        let answer = svc.enroll(enroll_req("hub-a")).await.unwrap();
+        let answer = svc
+            .enroll(&Caller::Operator, enroll_req("hub-a"))
+            .await
+            .unwrap();
         assert_eq!(answer.tunnel_id, "tid-hubkeeper-hub-a-1");
         assert_eq!(answer.hostname, "acme-1.hubs.test");
         assert_eq!(answer.r2_access_key_id, "AK");
@@ -503,29 +526,46 @@ mod tests {
         let mut moved = enroll_req("hub-a");
         moved.origin = Some("https://127.0.0.1:8443".into());
         moved.no_tls_verify = true;
-        assert_eq!(svc.enroll(moved).await.unwrap().tunnel_id, answer.tunnel_id);
+        assert_eq!(
+            svc.enroll(&Caller::Operator, moved)
+                .await
+                .unwrap()
+                .tunnel_id,
+            answer.tunnel_id
+        );
         assert_eq!(
             p.count("set_ingress tid-hubkeeper-hub-a-1 https://127.0.0.1:8443"),
             1
         );
         assert_eq!(p.count("ensure_tunnel"), 1);
-        assert!(svc.status("hub-a").await.unwrap().enabled);
+        assert!(
+            svc.status(&Caller::Operator, "hub-a")
+                .await
+                .unwrap()
+                .enabled
+        );
 
         let minted = store.hub("hub-a").await.unwrap().unwrap().key_id.unwrap();
-        svc.rotate_keys(HubRequest {
-            hub_id: "hub-a".into(),
-        })
+        svc.rotate_keys(
+            &Caller::Operator,
+            HubRequest {
+                hub_id: "hub-a".into(),
+            },
+        )
         .await
         .unwrap();
         let rolled = format!("{minted}-rolled");
         let row = store.hub("hub-a").await.unwrap().unwrap();
         assert_eq!(row.key_id.as_deref(), Some(rolled.as_str()), "recorded");
 
-        svc.disable(DisableRequest {
-            hub_id: "hub-a".into(),
-            delete_bucket: true,
-            retention_days: 0,
-        })
+        svc.disable(
+            &Caller::Operator,
+            DisableRequest {
+                hub_id: "hub-a".into(),
+                delete_bucket: true,
+                retention_days: 0,
+            },
+        )
         .await
         .unwrap();
         let steps: Vec<String> = store
@@ -554,7 +594,7 @@ mod tests {
             1,
             "the Date rule backstop"
         );
-        let st = svc.status("hub-a").await.unwrap();
+        let st = svc.status(&Caller::Operator, "hub-a").await.unwrap();
         assert_eq!(st.deletion_due, row.deletion_due);
 
         let pass = svc.sweep().await;
@@ -581,7 +621,13 @@ mod tests {
         let row = store.hub("hub-a").await.unwrap().unwrap();
         assert!(row.bucket_deleted);
         assert_eq!(row.deletion_due, None);
-        assert_eq!(svc.status("hub-a").await.unwrap().deletion_due, None);
+        assert_eq!(
+            svc.status(&Caller::Operator, "hub-a")
+                .await
+                .unwrap()
+                .deletion_due,
+            None
+        );
         assert_eq!(svc.sweep().await.backups_deleted, 0, "once");
         assert_eq!(p.count(&format!("revoke_key {rolled}")), 1);
     }

@@ -15,7 +15,7 @@ pub fn unauthorized() -> HttpError {
         ..HttpError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
-            "missing or wrong bearer token: send Authorization: Bearer <the shared control token>",
+            "missing, wrong or revoked bearer token: send Authorization: Bearer <your account's token, or the operator's>",
         )
     }
 }
