@@ -4,7 +4,7 @@
 //! caller at the top of each operation; the `account` commands (`admin.rs`) mint.
 
 use crate::service::{Service, ServiceError};
-use crate::store::Store;
+use crate::store::{HubRow, HubState, NewEnrollment, Store};
 use aws_lc_rs::digest::{SHA256, digest};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -116,6 +116,72 @@ impl Caller {
                 token_id,
             } => format!("account:{account_id}/{token_id}"),
         }
+    }
+
+    /// Whether this caller may see and act on the hub of `row`. Another account's hub
+    /// is answered as an unknown one, so a token cannot even learn that it exists; the
+    /// attempt is logged for the operator.
+    pub fn sees(&self, row: &HubRow) -> bool {
+        match self {
+            Caller::Operator => true,
+            Caller::Account { account_id, .. } if *account_id == row.account_id => true,
+            Caller::Account { .. } => {
+                tracing::warn!(
+                    hub_id = %row.hub_id,
+                    caller = %self.log_name(),
+                    "another account's hub asked for: answered as unknown"
+                );
+                false
+            }
+        }
+    }
+
+    /// An enroll's `account_id` must be the token's own.
+    pub fn may_enroll_as(&self, account_id: &str) -> Result<(), ServiceError> {
+        match self {
+            Caller::Account {
+                account_id: own, ..
+            } if own != account_id => Err(ServiceError::WrongAccount {
+                token: own.clone(),
+                sent: account_id.to_owned(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Checks an enroll against what is recorded for its hub (`prev`): an account's
+    /// token may not enroll another account's hub (even a disabled one: it still owns
+    /// the hub's retained backups), nor change the license of a live enrollment. The
+    /// operator may do both, as before (a license change is logged).
+    pub fn may_enroll(
+        &self,
+        prev: Option<&HubRow>,
+        new: &NewEnrollment,
+    ) -> Result<(), ServiceError> {
+        let Some(prev) = prev else {
+            return Ok(());
+        };
+        if !self.sees(prev) {
+            return Err(ServiceError::ForeignHub(prev.hub_id.clone()));
+        }
+        let live = matches!(prev.state, HubState::Provisioning | HubState::Active);
+        if prev.license_id != new.license_id {
+            if live && *self != Caller::Operator {
+                return Err(ServiceError::LicenseChange {
+                    hub_id: prev.hub_id.clone(),
+                    current: prev.license_id.clone(),
+                    sent: new.license_id.clone(),
+                });
+            }
+            tracing::info!(
+                hub_id = %prev.hub_id,
+                old_license_id = %prev.license_id,
+                new_license_id = %new.license_id,
+                caller = %self.log_name(),
+                "the hub's license_id changes"
+            );
+        }
+        Ok(())
     }
 }
 

@@ -25,6 +25,24 @@ pub enum ServiceError {
         "hub \"{0}\" is enrolled under another account_id: disable it before enrolling it under a new account"
     )]
     AccountMismatch(String),
+    /// An account's token sent another account's id in an enroll.
+    #[error(
+        "this token belongs to account \"{token}\", not \"{sent}\": send account_id \"{token}\", or use a token of account \"{sent}\""
+    )]
+    WrongAccount { token: String, sent: String },
+    /// An account's token asked to enroll a hub of another account. Answered as an
+    /// unknown hub (404), so the token learns no more than that it cannot have it.
+    #[error("no hub \"{0}\" can be enrolled with this token: choose another hub_id")]
+    ForeignHub(String),
+    /// An account's token asked to change an enrolled hub's license.
+    #[error(
+        "hub \"{hub_id}\" is enrolled with license_id \"{current}\", not \"{sent}\": send \"{current}\", or ask the operator to move the hub to the new license"
+    )]
+    LicenseChange {
+        hub_id: String,
+        current: String,
+        sent: String,
+    },
     #[error("hub \"{hub_id}\" is {state}, not enrolled: enroll it first")]
     NotEnrolled { hub_id: String, state: &'static str },
     #[error("disabling hub \"{0}\" did not finish: call disable again, then enroll")]
@@ -82,12 +100,13 @@ impl<S: Store, P: Provisioner> Service<S, P> {
 
     pub async fn enroll(
         &self,
-        _caller: &Caller,
+        caller: &Caller,
         req: EnrollRequest,
     ) -> Result<EnrollResponse, ServiceError> {
         let hub = hub_id(&req.hub_id)?;
         names::check_account_id(&req.account_id).map_err(ServiceError::Invalid)?;
         names::check_license_id(&req.license_id).map_err(ServiceError::Invalid)?;
+        caller.may_enroll_as(&req.account_id)?;
         // Checked at the edge for every provisioner (the local one has no ingress to
         // set): what a Cloudflare ingress would refuse is refused here, and named.
         let origin = match &req.origin {
@@ -104,6 +123,7 @@ impl<S: Store, P: Provisioner> Service<S, P> {
         };
 
         let _hub_lock = self.locks.lock(hub_key(&hub)).await;
+        caller.may_enroll(self.store.hub(&hub).await?.as_ref(), &new)?;
         let row = match self.store.begin_enroll(&new).await? {
             Begin::Go(row) => *row,
             Begin::AccountMismatch => return Err(ServiceError::AccountMismatch(hub)),
@@ -246,7 +266,7 @@ impl<S: Store, P: Provisioner> Service<S, P> {
     /// Served from the database without locking: it may show a step in progress.
     pub async fn status(
         &self,
-        _caller: &Caller,
+        caller: &Caller,
         hub_id_raw: &str,
     ) -> Result<ServiceStatus, ServiceError> {
         let hub = hub_id(hub_id_raw)?;
@@ -254,6 +274,7 @@ impl<S: Store, P: Provisioner> Service<S, P> {
             .store
             .hub(&hub)
             .await?
+            .filter(|r| caller.sees(r))
             .ok_or(ServiceError::UnknownHub(hub))?;
         let live = matches!(row.state, HubState::Active | HubState::Provisioning);
         let has_data = !row.bucket_deleted
@@ -287,7 +308,7 @@ impl<S: Store, P: Provisioner> Service<S, P> {
 
     pub async fn rotate_keys(
         &self,
-        _caller: &Caller,
+        caller: &Caller,
         req: HubRequest,
     ) -> Result<RotateKeysResponse, ServiceError> {
         let hub = hub_id(&req.hub_id)?;
@@ -296,6 +317,7 @@ impl<S: Store, P: Provisioner> Service<S, P> {
             .store
             .hub(&hub)
             .await?
+            .filter(|r| caller.sees(r))
             .ok_or_else(|| ServiceError::UnknownHub(hub.clone()))?;
         if row.state != HubState::Active {
             return Err(ServiceError::NotEnrolled {
@@ -318,10 +340,11 @@ impl<S: Store, P: Provisioner> Service<S, P> {
     }
 
     /// Tears the hub down (`teardown.rs`). Unknown and already disabled hubs are a
-    /// success: the caller's goal, "this hub holds nothing", is met.
+    /// success: the caller's goal, "this hub holds nothing", is met. Another account's
+    /// hub gets the same answer and is left alone.
     pub async fn disable(
         &self,
-        _caller: &Caller,
+        caller: &Caller,
         req: DisableRequest,
     ) -> Result<DisableResponse, ServiceError> {
         let hub = hub_id(&req.hub_id)?;
@@ -332,9 +355,10 @@ impl<S: Store, P: Provisioner> Service<S, P> {
             )));
         }
         let _hub_lock = self.locks.lock(hub_key(&hub)).await;
-        let row = self.store.hub(&hub).await?;
+        // Another account's hub is left alone, with the answer an unknown one gets.
+        let row = self.store.hub(&hub).await?.filter(|r| caller.sees(r));
         let Some(row) = row else {
-            tracing::info!(hub_id = %hub, "disable of a hub that never enrolled: nothing to do");
+            tracing::info!(hub_id = %hub, "disable of a hub the caller does not have: nothing to do");
             return Ok(DisableResponse { ok: true });
         };
         if row.state == HubState::Disabled {

@@ -14,6 +14,8 @@ use testkit::{Resp, is_root, open_tempdir};
 
 const BIN: &str = env!("CARGO_BIN_EXE_hubkeeper-control");
 const ENROLL: &str = "/v1/managed-cloudflare/enroll";
+const ROTATE: &str = "/v1/managed-cloudflare/rotate-keys";
+const DISABLE: &str = "/v1/managed-cloudflare/disable";
 
 /// What a command printed, and how it exited.
 struct Out {
@@ -97,6 +99,21 @@ impl Svc {
     fn status(&self, token: &str, hub: &str) -> Resp {
         let path = format!("/v1/managed-cloudflare/status?hub_id={hub}");
         self.call(token, "GET", &path, None)
+    }
+
+    fn post(&self, token: &str, path: &str, body: Value) -> Resp {
+        self.call(token, "POST", path, Some(body))
+    }
+
+    /// The recorded (state, license_id, key_id) of a hub.
+    fn recorded(&self, hub: &str) -> (String, String, Option<String>) {
+        self.db()
+            .query_row(
+                "SELECT state, license_id, key_id FROM hubs WHERE hub_id = ?1",
+                [hub],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap()
     }
 
     fn db(&self) -> rusqlite::Connection {
@@ -361,4 +378,108 @@ fn the_commands_run_only_as_the_databases_owner() {
     );
     let meta = std::fs::metadata(state.join("control.db")).unwrap();
     assert_eq!(std::os::unix::fs::MetadataExt::uid(&meta), nobody);
+}
+
+/// The hole this closes (issue 9 item 7): with one shared token, any hub could read,
+/// rotate, disable or re-enroll another's and get its tunnel token and R2 secret. With
+/// account A's token, account B's hubs are answered exactly as unknown ones, and
+/// nothing of them changes.
+#[test]
+fn an_accounts_token_reaches_only_its_own_hubs() {
+    let s = Svc::start();
+    let (ta, tb) = (s.add("acct-a"), s.add("acct-b"));
+    ok(&s.enroll(&ta, "hub-a", "acct-a", "lic-a"));
+    let b = ok(&s.enroll(&tb, "hub-b", "acct-b", "lic-b"));
+    ok(&s.enroll(&tb, "hub-b-gone", "acct-b", "lic-b"));
+    ok(&s.post(
+        &tb,
+        DISABLE,
+        json!({"hub_id": "hub-b-gone", "delete_bucket": false, "retention_days": 30}),
+    ));
+    let b_status = ok(&s.status(&tb, "hub-b"));
+    let b_recorded = s.recorded("hub-b");
+    let gone_recorded = s.recorded("hub-b-gone");
+
+    // Another account's hub gets what a hub that never enrolled gets.
+    let as_unknown = |r: Resp, unknown: Resp, hub: &str| {
+        assert_eq!(r.status, unknown.status, "{hub}: {}", r.text());
+        assert_eq!(r.text(), unknown.text().replace("hub-nope", hub), "{hub}");
+    };
+    for hub in ["hub-b", "hub-b-gone"] {
+        as_unknown(s.status(&ta, hub), s.status(&ta, "hub-nope"), hub);
+        let rotate = |h: &str| s.post(&ta, ROTATE, json!({"hub_id": h}));
+        as_unknown(rotate(hub), rotate("hub-nope"), hub);
+        let disable = |h: &str| {
+            s.post(
+                &ta,
+                DISABLE,
+                json!({"hub_id": h, "delete_bucket": true, "retention_days": 0}),
+            )
+        };
+        as_unknown(disable(hub), disable("hub-nope"), hub);
+        // Enrolling it under A's own account_id: 404 as well, not "taken".
+        let r = s.enroll(&ta, hub, "acct-a", "lic-a");
+        assert_eq!(r.status, 404, "{hub}: {}", r.text());
+        assert_eq!(code(&r), "unknown_hub");
+    }
+    assert_eq!(s.status(&ta, "hub-nope").status, 404);
+    assert_eq!(code(&s.status(&ta, "hub-b")), "unknown_hub");
+
+    // B's account_id with A's token: 403, for B's hub and for a new one alike.
+    for hub in ["hub-b", "hub-new"] {
+        let r = s.enroll(&ta, hub, "acct-b", "lic-b");
+        assert_eq!(r.status, 403, "{hub}: {}", r.text());
+        assert_eq!(code(&r), "account_mismatch");
+        let msg = r.json()["error"]["message"].as_str().unwrap().to_owned();
+        assert!(msg.contains("send account_id \"acct-a\""), "{msg}");
+    }
+    assert_eq!(
+        s.status(CONTROL_TOKEN, "hub-new").status,
+        404,
+        "nothing was created"
+    );
+
+    // Nothing of B's changed: same record, same answer, same keys and license.
+    assert_eq!(s.recorded("hub-b"), b_recorded);
+    assert_eq!(s.recorded("hub-b-gone"), gone_recorded);
+    assert_eq!(ok(&s.status(&tb, "hub-b")), b_status);
+    assert_eq!(ok(&s.enroll(&tb, "hub-b", "acct-b", "lic-b")), b);
+    // A's token still does everything to A's own hub; the operator's reaches both.
+    ok(&s.post(&ta, ROTATE, json!({"hub_id": "hub-a"})));
+    ok(&s.status(CONTROL_TOKEN, "hub-b"));
+    ok(&s.status(CONTROL_TOKEN, "hub-a"));
+    let log = s.cs.log_text();
+    assert!(log.contains("another account's hub asked for"), "{log}");
+}
+
+/// Re-enrolling never changes a hub's license silently: an account's token is refused
+/// (409, saying what to do), the operator's may, and that is logged with both ids.
+#[test]
+fn a_license_changes_only_with_the_operators_token() {
+    let s = Svc::start();
+    let t = s.add("acct-l");
+    let first = ok(&s.enroll(&t, "hub-l", "acct-l", "lic-1"));
+
+    let r = s.enroll(&t, "hub-l", "acct-l", "lic-2");
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert_eq!(code(&r), "license_mismatch");
+    let msg = r.json()["error"]["message"].as_str().unwrap().to_owned();
+    assert!(
+        msg.contains("\"lic-1\"") && msg.contains("operator"),
+        "{msg}"
+    );
+    assert_eq!(s.recorded("hub-l").1, "lic-1");
+
+    assert_eq!(
+        ok(&s.enroll(CONTROL_TOKEN, "hub-l", "acct-l", "lic-2")),
+        first
+    );
+    assert_eq!(s.recorded("hub-l").1, "lic-2");
+    let log = s.cs.log_text();
+    assert!(
+        log.contains("old_license_id=lic-1") && log.contains("new_license_id=lic-2"),
+        "{log}"
+    );
+    // The account's hubs go on with the new license.
+    assert_eq!(ok(&s.enroll(&t, "hub-l", "acct-l", "lic-2")), first);
 }

@@ -33,7 +33,15 @@ impl From<ServiceError> for HttpError {
         let msg = e.to_string();
         match e {
             ServiceError::Invalid(_) => Self::new(StatusCode::BAD_REQUEST, "invalid_request", msg),
-            ServiceError::UnknownHub(_) => Self::new(StatusCode::NOT_FOUND, "unknown_hub", msg),
+            ServiceError::UnknownHub(_) | ServiceError::ForeignHub(_) => {
+                Self::new(StatusCode::NOT_FOUND, "unknown_hub", msg)
+            }
+            ServiceError::WrongAccount { .. } => {
+                Self::new(StatusCode::FORBIDDEN, "account_mismatch", msg)
+            }
+            ServiceError::LicenseChange { .. } => {
+                Self::new(StatusCode::CONFLICT, "license_mismatch", msg)
+            }
             ServiceError::AccountMismatch(_) => {
                 Self::new(StatusCode::CONFLICT, "hub_account_mismatch", msg)
             }
