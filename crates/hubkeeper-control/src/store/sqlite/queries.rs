@@ -598,7 +598,7 @@ pub fn account_tokens(
 ) -> Result<Vec<AccountTokenRow>, DbError> {
     let sql = format!(
         "SELECT {TOKEN_COLUMNS} FROM account_tokens WHERE ?1 IS NULL OR account_id = ?1
-         ORDER BY account_id, created_at, token_id"
+         ORDER BY account_id, rowid"
     );
     let mut st = conn.prepare(&sql)?;
     let rows = st
