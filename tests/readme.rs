@@ -499,6 +499,44 @@ fn command_line_samples(out: &mut BTreeMap<String, Produced>) {
     );
 }
 
+/// What the README shows for a token and its id: a token's shape, not a real one.
+const SHOWN_TOKEN: &str = "hka_3f9c2a71_q7Xv0Lr2m9TtZcN4bW8yKp1sH6dJfG3aE5uR0iOlVxM";
+const SHOWN_OLD_ID: &str = "hka_0b1d2e3f";
+
+/// A token roll with the `account` commands on a control service's database: an old
+/// token, a new one (shown), the old one revoked by id, the list. Token values and ids
+/// are random: each is replaced by the README's.
+fn control_account_samples(out: &mut BTreeMap<String, Produced>) {
+    let dir = open_tempdir();
+    let cfg = dir.path().join("control.toml");
+    std::fs::write(
+        &cfg,
+        "token_file = \"control-token\"\ndatabase = \"state/control.db\"\nzone = \"example.com\"\n\
+         [provisioner]\nkind = \"local\"\n[provisioner.local]\ns3_endpoint = \"http://127.0.0.1:9000\"\n\
+         account_tag = \"tag\"\n[[provisioner.local.keys]]\naccess_key_id_file = \"ak\"\n\
+         secret_access_key_file = \"sk\"\n",
+    )
+    .unwrap();
+    let rules = Rules::default();
+    let env = [("HUBKEEPER_CONTROL_CONFIG", cfg.as_path())];
+    let control = |args: &[&str]| run(&CONTROL_BIN, "hubkeeper-control", args, &env, 0, &rules);
+    let token_in = |p: &Produced| p.text.lines().nth(1).unwrap().to_owned();
+
+    let old = token_in(&control(&["account", "add", "acct-123"]));
+    let new = control(&["account", "add", "acct-123"]);
+    let new_token = token_in(&new);
+    let (old_id, new_id) = (&old[..12], &new_token[..12]);
+    let revoke = control(&["account", "revoke", "acct-123", "--token", old_id]);
+    let list = control(&["account", "list"]);
+    let text = [new.text, revoke.text, list.text]
+        .concat()
+        .replace(&new_token, SHOWN_TOKEN)
+        .replace(new_id, &SHOWN_TOKEN[..12])
+        .replace(old_id, SHOWN_OLD_ID);
+    assert!(!text.contains(&old), "{text}");
+    out.insert("control-account-roll".into(), Produced { text });
+}
+
 fn disabled_samples(out: &mut BTreeMap<String, Produced>) {
     let d = Daemon::start(&packaged());
     out.insert(
@@ -695,6 +733,7 @@ fn readme_samples_are_what_the_binaries_print() {
             m
         });
         command_line_samples(&mut produced);
+        control_account_samples(&mut produced);
         standin_samples(&mut produced);
         disabled_samples(&mut produced);
         self_managed_samples(&mut produced);

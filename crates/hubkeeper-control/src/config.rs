@@ -16,8 +16,9 @@ pub struct ControlConfig {
     /// TCP address to serve on.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
-    /// The shared secret hubs send as `Authorization: Bearer`; without it, the systemd
-    /// credential `control-token`.
+    /// The operator's token (`Authorization: Bearer`), which may act on every hub;
+    /// without it, the systemd credential `control-token`. Hubs use their account's
+    /// tokens (`hubkeeper-control account add`).
     pub token_file: Option<PathBuf>,
     /// The SQLite database: every enrollment, so a restart forgets nothing.
     pub database: PathBuf,

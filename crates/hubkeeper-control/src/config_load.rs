@@ -46,16 +46,40 @@ const DAEMON_ONLY_KEYS: &[&str] = &[
     "backup",
 ];
 
+const MISSING_HINT: &str =
+    "; create it (see control.example.toml) or pass --config / HUBKEEPER_CONTROL_CONFIG";
+
 pub fn load(
     path: &Path,
     credentials_dir: Option<&Path>,
 ) -> Result<LoadedControlConfig, ConfigError> {
-    let text = read_config_file(
-        path,
-        "; create it (see control.example.toml) or pass --config / HUBKEEPER_CONTROL_CONFIG",
-    )?;
+    let text = read_config_file(path, MISSING_HINT)?;
     let base = path.parent().unwrap_or(Path::new("."));
     parse(&text, path, base, credentials_dir)
+}
+
+/// The checked config without reading a secret: what the `account` commands need (the
+/// database), so they run outside the service's unit, without its credentials.
+pub fn load_without_secrets(path: &Path) -> Result<ControlConfig, ConfigError> {
+    let text = read_config_file(path, MISSING_HINT)?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let checked = config_text(path, &text).check::<ControlConfig>(
+        |c| resolve_paths(c, base),
+        validate,
+        &[],
+    )?;
+    Ok(checked.value)
+}
+
+fn config_text<'a>(path: &'a Path, text: &'a str) -> ConfigText<'a> {
+    ConfigText {
+        path,
+        text,
+        arrays: ArrayPaths::Indexed,
+        foreign_keys: DAEMON_ONLY_KEYS,
+        other_program: "the hub daemon",
+        other_command: "hubkeeper run --config PATH",
+    }
 }
 
 pub fn parse(
@@ -64,14 +88,7 @@ pub fn parse(
     base: &Path,
     credentials_dir: Option<&Path>,
 ) -> Result<LoadedControlConfig, ConfigError> {
-    let file = ConfigText {
-        path,
-        text,
-        arrays: ArrayPaths::Indexed,
-        foreign_keys: DAEMON_ONLY_KEYS,
-        other_program: "the hub daemon",
-        other_command: "hubkeeper run --config PATH",
-    };
+    let file = config_text(path, text);
     let checked = file.check::<ControlConfig>(|c| resolve_paths(c, base), validate, &[])?;
     let cfg = &checked.value;
 

@@ -3,6 +3,7 @@
 //! its last write, and records every provisioned resource before the next step, so
 //! racing requests see one enrollment and an interrupted one resumes where it stopped.
 
+use super::accounts::Caller;
 use super::locks::KeyedLocks;
 use super::names;
 use super::provision::{Expiry, Ingress, ProvisionError, Provisioner};
@@ -24,6 +25,24 @@ pub enum ServiceError {
         "hub \"{0}\" is enrolled under another account_id: disable it before enrolling it under a new account"
     )]
     AccountMismatch(String),
+    /// An account's token sent another account's id in an enroll.
+    #[error(
+        "this token belongs to account \"{token}\", not \"{sent}\": send account_id \"{token}\", or use a token of account \"{sent}\""
+    )]
+    WrongAccount { token: String, sent: String },
+    /// An account's token asked to enroll a hub of another account. Answered as an
+    /// unknown hub (404), so the token learns no more than that it cannot have it.
+    #[error("no hub \"{0}\" can be enrolled with this token: choose another hub_id")]
+    ForeignHub(String),
+    /// An account's token asked to change an enrolled hub's license.
+    #[error(
+        "hub \"{hub_id}\" is enrolled with license_id \"{current}\", not \"{sent}\": send \"{current}\", or ask the operator to move the hub to the new license"
+    )]
+    LicenseChange {
+        hub_id: String,
+        current: String,
+        sent: String,
+    },
     #[error("hub \"{hub_id}\" is {state}, not enrolled: enroll it first")]
     NotEnrolled { hub_id: String, state: &'static str },
     #[error("disabling hub \"{0}\" did not finish: call disable again, then enroll")]
@@ -79,10 +98,15 @@ impl<S: Store, P: Provisioner> Service<S, P> {
         }
     }
 
-    pub async fn enroll(&self, req: EnrollRequest) -> Result<EnrollResponse, ServiceError> {
+    pub async fn enroll(
+        &self,
+        caller: &Caller,
+        req: EnrollRequest,
+    ) -> Result<EnrollResponse, ServiceError> {
         let hub = hub_id(&req.hub_id)?;
         names::check_account_id(&req.account_id).map_err(ServiceError::Invalid)?;
         names::check_license_id(&req.license_id).map_err(ServiceError::Invalid)?;
+        caller.may_enroll_as(&req.account_id)?;
         // Checked at the edge for every provisioner (the local one has no ingress to
         // set): what a Cloudflare ingress would refuse is refused here, and named.
         let origin = match &req.origin {
@@ -99,6 +123,7 @@ impl<S: Store, P: Provisioner> Service<S, P> {
         };
 
         let _hub_lock = self.locks.lock(hub_key(&hub)).await;
+        caller.may_enroll(self.store.hub(&hub).await?.as_ref(), &new)?;
         let row = match self.store.begin_enroll(&new).await? {
             Begin::Go(row) => *row,
             Begin::AccountMismatch => return Err(ServiceError::AccountMismatch(hub)),
@@ -239,12 +264,17 @@ impl<S: Store, P: Provisioner> Service<S, P> {
     }
 
     /// Served from the database without locking: it may show a step in progress.
-    pub async fn status(&self, hub_id_raw: &str) -> Result<ServiceStatus, ServiceError> {
+    pub async fn status(
+        &self,
+        caller: &Caller,
+        hub_id_raw: &str,
+    ) -> Result<ServiceStatus, ServiceError> {
         let hub = hub_id(hub_id_raw)?;
         let row = self
             .store
             .hub(&hub)
             .await?
+            .filter(|r| caller.sees(r))
             .ok_or(ServiceError::UnknownHub(hub))?;
         let live = matches!(row.state, HubState::Active | HubState::Provisioning);
         let has_data = !row.bucket_deleted
@@ -276,13 +306,18 @@ impl<S: Store, P: Provisioner> Service<S, P> {
         })
     }
 
-    pub async fn rotate_keys(&self, req: HubRequest) -> Result<RotateKeysResponse, ServiceError> {
+    pub async fn rotate_keys(
+        &self,
+        caller: &Caller,
+        req: HubRequest,
+    ) -> Result<RotateKeysResponse, ServiceError> {
         let hub = hub_id(&req.hub_id)?;
         let _hub_lock = self.locks.lock(hub_key(&hub)).await;
         let row = self
             .store
             .hub(&hub)
             .await?
+            .filter(|r| caller.sees(r))
             .ok_or_else(|| ServiceError::UnknownHub(hub.clone()))?;
         if row.state != HubState::Active {
             return Err(ServiceError::NotEnrolled {
@@ -305,8 +340,13 @@ impl<S: Store, P: Provisioner> Service<S, P> {
     }
 
     /// Tears the hub down (`teardown.rs`). Unknown and already disabled hubs are a
-    /// success: the caller's goal, "this hub holds nothing", is met.
-    pub async fn disable(&self, req: DisableRequest) -> Result<DisableResponse, ServiceError> {
+    /// success: the caller's goal, "this hub holds nothing", is met. Another account's
+    /// hub gets the same answer and is left alone.
+    pub async fn disable(
+        &self,
+        caller: &Caller,
+        req: DisableRequest,
+    ) -> Result<DisableResponse, ServiceError> {
         let hub = hub_id(&req.hub_id)?;
         if req.retention_days > MAX_RETENTION_DAYS {
             return Err(ServiceError::Invalid(format!(
@@ -315,9 +355,10 @@ impl<S: Store, P: Provisioner> Service<S, P> {
             )));
         }
         let _hub_lock = self.locks.lock(hub_key(&hub)).await;
-        let row = self.store.hub(&hub).await?;
+        // Another account's hub is left alone, with the answer an unknown one gets.
+        let row = self.store.hub(&hub).await?.filter(|r| caller.sees(r));
         let Some(row) = row else {
-            tracing::info!(hub_id = %hub, "disable of a hub that never enrolled: nothing to do");
+            tracing::info!(hub_id = %hub, "disable of a hub the caller does not have: nothing to do");
             return Ok(DisableResponse { ok: true });
         };
         if row.state == HubState::Disabled {
@@ -468,7 +509,10 @@ mod tests {
         fake.fail_mint.store(true, Ordering::SeqCst);
         let svc = Service::new(store.clone(), fake, "hubs.test".into());
 
-        let e = svc.enroll(enroll_req("hub-a")).await.unwrap_err();
+        let e = svc
+            .enroll(&Caller::Operator, enroll_req("hub-a"))
+            .await
+            .unwrap_err();
         assert!(matches!(e, ServiceError::Provision(_)), "{e}");
         // What existed before the failure is recorded.
         let row = store.hub("hub-a").await.unwrap().unwrap();
@@ -476,11 +520,14 @@ mod tests {
         assert_eq!(row.tunnel_id.as_deref(), Some("tid-hubkeeper-hub-a-1"));
         assert!(row.dns_record_id.is_some());
         assert_eq!(row.key_id, None);
-        let st = svc.status("hub-a").await.unwrap();
+        let st = svc.status(&Caller::Operator, "hub-a").await.unwrap();
         assert_eq!(st.errors[0].code, "enrollment_incomplete");
 
         // The next enroll does only the missing step.
-        let answer = svc.enroll(enroll_req("hub-a")).await.unwrap();
+        let answer = svc
+            .enroll(&Caller::Operator, enroll_req("hub-a"))
+            .await
+            .unwrap();
         assert_eq!(answer.tunnel_id, "tid-hubkeeper-hub-a-1");
         assert_eq!(answer.hostname, "acme-1.hubs.test");
         assert_eq!(answer.r2_access_key_id, "AK");
@@ -503,29 +550,46 @@ mod tests {
         let mut moved = enroll_req("hub-a");
         moved.origin = Some("https://127.0.0.1:8443".into());
         moved.no_tls_verify = true;
-        assert_eq!(svc.enroll(moved).await.unwrap().tunnel_id, answer.tunnel_id);
+        assert_eq!(
+            svc.enroll(&Caller::Operator, moved)
+                .await
+                .unwrap()
+                .tunnel_id,
+            answer.tunnel_id
+        );
         assert_eq!(
             p.count("set_ingress tid-hubkeeper-hub-a-1 https://127.0.0.1:8443"),
             1
         );
         assert_eq!(p.count("ensure_tunnel"), 1);
-        assert!(svc.status("hub-a").await.unwrap().enabled);
+        assert!(
+            svc.status(&Caller::Operator, "hub-a")
+                .await
+                .unwrap()
+                .enabled
+        );
 
         let minted = store.hub("hub-a").await.unwrap().unwrap().key_id.unwrap();
-        svc.rotate_keys(HubRequest {
-            hub_id: "hub-a".into(),
-        })
+        svc.rotate_keys(
+            &Caller::Operator,
+            HubRequest {
+                hub_id: "hub-a".into(),
+            },
+        )
         .await
         .unwrap();
         let rolled = format!("{minted}-rolled");
         let row = store.hub("hub-a").await.unwrap().unwrap();
         assert_eq!(row.key_id.as_deref(), Some(rolled.as_str()), "recorded");
 
-        svc.disable(DisableRequest {
-            hub_id: "hub-a".into(),
-            delete_bucket: true,
-            retention_days: 0,
-        })
+        svc.disable(
+            &Caller::Operator,
+            DisableRequest {
+                hub_id: "hub-a".into(),
+                delete_bucket: true,
+                retention_days: 0,
+            },
+        )
         .await
         .unwrap();
         let steps: Vec<String> = store
@@ -554,7 +618,7 @@ mod tests {
             1,
             "the Date rule backstop"
         );
-        let st = svc.status("hub-a").await.unwrap();
+        let st = svc.status(&Caller::Operator, "hub-a").await.unwrap();
         assert_eq!(st.deletion_due, row.deletion_due);
 
         let pass = svc.sweep().await;
@@ -581,7 +645,13 @@ mod tests {
         let row = store.hub("hub-a").await.unwrap().unwrap();
         assert!(row.bucket_deleted);
         assert_eq!(row.deletion_due, None);
-        assert_eq!(svc.status("hub-a").await.unwrap().deletion_due, None);
+        assert_eq!(
+            svc.status(&Caller::Operator, "hub-a")
+                .await
+                .unwrap()
+                .deletion_due,
+            None
+        );
         assert_eq!(svc.sweep().await.backups_deleted, 0, "once");
         assert_eq!(p.count(&format!("revoke_key {rolled}")), 1);
     }

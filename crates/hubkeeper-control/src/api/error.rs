@@ -15,7 +15,7 @@ pub fn unauthorized() -> HttpError {
         ..HttpError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
-            "missing or wrong bearer token: send Authorization: Bearer <the shared control token>",
+            "missing, wrong or revoked bearer token: send Authorization: Bearer <your account's token, or the operator's>",
         )
     }
 }
@@ -33,7 +33,15 @@ impl From<ServiceError> for HttpError {
         let msg = e.to_string();
         match e {
             ServiceError::Invalid(_) => Self::new(StatusCode::BAD_REQUEST, "invalid_request", msg),
-            ServiceError::UnknownHub(_) => Self::new(StatusCode::NOT_FOUND, "unknown_hub", msg),
+            ServiceError::UnknownHub(_) | ServiceError::ForeignHub(_) => {
+                Self::new(StatusCode::NOT_FOUND, "unknown_hub", msg)
+            }
+            ServiceError::WrongAccount { .. } => {
+                Self::new(StatusCode::FORBIDDEN, "account_mismatch", msg)
+            }
+            ServiceError::LicenseChange { .. } => {
+                Self::new(StatusCode::CONFLICT, "license_mismatch", msg)
+            }
             ServiceError::AccountMismatch(_) => {
                 Self::new(StatusCode::CONFLICT, "hub_account_mismatch", msg)
             }

@@ -1,10 +1,12 @@
 //! One routing `match` for the control API (spec §8), and what every request passes
-//! first: the bearer token, a bounded body, strict parsing into the `control::api`
-//! request types. Each request is logged with its method, path, status and hub id.
+//! first: the bearer token (the operator's or a live account token, as a `Caller`), a
+//! bounded body, strict parsing into the `control::api` request types. Each request is
+//! logged with its method, path, status, caller and hub id.
 
 use super::auth;
 use super::error::HttpError;
 use super::server::State;
+use crate::accounts::Caller;
 use crate::provision::Provisioner;
 use crate::service::{Service, ServiceError};
 use crate::store::Store;
@@ -30,9 +32,8 @@ pub async fn handle<S: Store, P: Provisioner>(
 ) -> Response<Full<Bytes>> {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
-    // Set once the request names a valid hub, for the log line.
-    let mut hub: Option<String> = None;
-    let mut r = match route(req, &state, &mut hub).await {
+    let mut seen = Seen::default();
+    let mut r = match route(req, &state, &mut seen).await {
         Ok(r) => r,
         Err(e) => e.response(),
     };
@@ -42,45 +43,85 @@ pub async fn handle<S: Store, P: Provisioner>(
         %method,
         path,
         status = r.status().as_u16(),
-        hub_id = hub.as_deref().unwrap_or("-"),
+        caller = seen.caller.as_deref().unwrap_or("-"),
+        hub_id = seen.hub.as_deref().unwrap_or("-"),
         "request"
     );
     r
 }
 
+/// What the log line says about a request, filled in as it is learnt.
+#[derive(Debug, Default)]
+struct Seen {
+    /// Once the bearer is known: `operator` or the account and token id.
+    caller: Option<String>,
+    /// Once the request names a valid hub.
+    hub: Option<String>,
+}
+
+/// The caller a request's bearer stands for; 401 for none, a wrong one, or a revoked
+/// or unknown account token alike.
+async fn authenticate<S: Store, P: Provisioner>(
+    headers: &HeaderMap,
+    state: &State<S, P>,
+) -> Result<Caller, HttpError> {
+    let presented = auth::bearer(headers).ok_or_else(super::error::unauthorized)?;
+    if auth::is_operator(presented, &state.token) {
+        return Ok(Caller::Operator);
+    }
+    match state.service.account_caller(presented).await {
+        Ok(Some(caller)) => Ok(caller),
+        Ok(None) => Err(super::error::unauthorized()),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot look up an account token");
+            Err(HttpError::from(e))
+        }
+    }
+}
+
 async fn route<S: Store, P: Provisioner>(
     req: Request<Incoming>,
     state: &Arc<State<S, P>>,
-    hub: &mut Option<String>,
+    seen: &mut Seen,
 ) -> Result<Response<Full<Bytes>>, HttpError> {
-    if !auth::authorized(req.headers(), &state.token) {
-        return Err(super::error::unauthorized());
-    }
+    let caller = authenticate(req.headers(), state).await?;
+    seen.caller = Some(caller.log_name());
+    let hub = &mut seen.hub;
     let (parts, body) = req.into_parts();
     let timeout = state.limits.request_timeout;
     match (&parts.method, parts.uri.path()) {
         (&Method::POST, api::ENROLL) => {
             let r: EnrollRequest = read_json(&parts.headers, body, timeout).await?;
             *hub = valid_hub(&r.hub_id);
-            let answer = detached(state, move |s| async move { s.enroll(r).await }).await?;
+            let answer =
+                detached(state, move |s| async move { s.enroll(&caller, r).await }).await?;
             Ok(json(StatusCode::OK, &answer))
         }
         (&Method::GET, api::STATUS) => {
             let hub_id = query_hub_id(parts.uri.query())?;
             *hub = valid_hub(&hub_id);
-            let answer = detached(state, move |s| async move { s.status(&hub_id).await }).await?;
+            let answer = detached(
+                state,
+                move |s| async move { s.status(&caller, &hub_id).await },
+            )
+            .await?;
             Ok(json(StatusCode::OK, &answer))
         }
         (&Method::POST, api::ROTATE_KEYS) => {
             let r: HubRequest = read_json(&parts.headers, body, timeout).await?;
             *hub = valid_hub(&r.hub_id);
-            let answer = detached(state, move |s| async move { s.rotate_keys(r).await }).await?;
+            let answer = detached(
+                state,
+                move |s| async move { s.rotate_keys(&caller, r).await },
+            )
+            .await?;
             Ok(json(StatusCode::OK, &answer))
         }
         (&Method::POST, api::DISABLE) => {
             let r: DisableRequest = read_json(&parts.headers, body, timeout).await?;
             *hub = valid_hub(&r.hub_id);
-            let answer = detached(state, move |s| async move { s.disable(r).await }).await?;
+            let answer =
+                detached(state, move |s| async move { s.disable(&caller, r).await }).await?;
             Ok(json(StatusCode::OK, &answer))
         }
         (_, api::ENROLL | api::ROTATE_KEYS | api::DISABLE) => {

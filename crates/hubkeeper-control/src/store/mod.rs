@@ -183,6 +183,35 @@ pub trait Store: Send + Sync + 'static {
         hub_id: &str,
         generation: i64,
     ) -> impl Future<Output = Result<Vec<(String, String)>, StoreError>> + Send;
+
+    /// Records a new token of `account_id` by its public id and the SHA-256 of its
+    /// value (never the value). `false` if the id is taken: the caller draws another.
+    fn add_account_token(
+        &self,
+        token_id: &str,
+        account_id: &str,
+        sha256: &[u8; 32],
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// The token whose value hashes to `sha256`, live or revoked.
+    fn account_token(
+        &self,
+        sha256: &[u8; 32],
+    ) -> impl Future<Output = Result<Option<AccountTokenRow>, StoreError>> + Send;
+
+    /// Every account token, or one account's, by account and then age.
+    fn account_tokens(
+        &self,
+        account_id: Option<&str>,
+    ) -> impl Future<Output = Result<Vec<AccountTokenRow>, StoreError>> + Send;
+
+    /// Revokes the account's live tokens, or only `token_id`; returns how many were
+    /// live. A request with a revoked token is refused from then on.
+    fn revoke_account_tokens(
+        &self,
+        account_id: &str,
+        token_id: Option<&str>,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -282,6 +311,16 @@ pub enum Begin {
     AccountMismatch,
     /// A disable is half done.
     DisableIncomplete,
+}
+
+/// One account token as kept: never its value, nor (outside the store) its hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountTokenRow {
+    /// `hka_` and 8 hex digits, the start of the token (public).
+    pub token_id: String,
+    pub account_id: String,
+    pub created_at: String,
+    pub revoked_at: Option<String>,
 }
 
 /// RFC 3339 UTC, seconds precision: how every timestamp is stored, as text in one

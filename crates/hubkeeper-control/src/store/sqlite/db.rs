@@ -1,4 +1,5 @@
-//! The SQLite file: opening it (WAL, private file mode, one service per file),
+//! The SQLite file: opening it (WAL, private file mode, one service per file, admin
+//! commands alongside it),
 //! per-component schema migrations, and running blocking queries off the async workers.
 //! The service's store (`queries`) and the local provisioner's private tables share
 //! this one connection, each migrated under its own component name.
@@ -42,14 +43,28 @@ pub enum DbError {
 #[derive(Debug, Clone)]
 pub struct Db {
     conn: Arc<Mutex<Connection>>,
-    /// Held for the life of the process: a second service on the same file would
-    /// defeat the in-process per-hub serialization.
-    _lock: Arc<Flock<File>>,
+    /// The service holds it for the life of the process: a second service on the
+    /// same file would defeat the in-process per-hub serialization. `None` for an
+    /// admin command, which opens alongside the service (see [`Db::open_alongside`]).
+    _lock: Option<Arc<Flock<File>>>,
 }
 
 impl Db {
-    /// Opens (creating if needed) the database at `path`. Blocking: call at start-up.
+    /// Opens (creating if needed) the database at `path` for the service, refusing a
+    /// file another service has open. Blocking: call at start-up.
     pub fn open(path: &Path) -> Result<Db, DbError> {
+        Self::open_with(path, true)
+    }
+
+    /// Opens (creating if needed) the database at `path` for an admin command, also
+    /// while a service has it: the service's lock keeps out a second service, whose
+    /// per-hub locks would race this one's, but an admin command's few short writes
+    /// touch no hub and are serialized by SQLite's own locking and busy timeout.
+    pub fn open_alongside(path: &Path) -> Result<Db, DbError> {
+        Self::open_with(path, false)
+    }
+
+    fn open_with(path: &Path, exclusive: bool) -> Result<Db, DbError> {
         let open_err = |source| DbError::Open {
             path: path.to_path_buf(),
             source,
@@ -57,20 +72,11 @@ impl Db {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(open_err)?;
         }
-        let lock_path = lock_path(path);
-        let lock_file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .open(&lock_path)
-            .map_err(open_err)?;
-        let lock = Flock::lock(lock_file, FlockArg::LockExclusiveNonblock).map_err(|_| {
-            DbError::InUse {
-                path: path.to_path_buf(),
-                lock: lock_path.clone(),
-            }
-        })?;
+        let lock = if exclusive {
+            Some(Arc::new(lock_exclusively(path)?))
+        } else {
+            None
+        };
         // Created 0600 before SQLite touches it; SQLite gives its -wal and -shm files
         // the database file's mode.
         let file = OpenOptions::new()
@@ -109,7 +115,7 @@ impl Db {
         )?;
         Ok(Db {
             conn: Arc::new(Mutex::new(conn)),
-            _lock: Arc::new(lock),
+            _lock: lock,
         })
     }
 
@@ -168,6 +174,25 @@ impl Db {
     }
 }
 
+/// Takes the sidecar lock file `<database>.lock`, or says who holds it.
+fn lock_exclusively(path: &Path) -> Result<Flock<File>, DbError> {
+    let lock_path = lock_path(path);
+    let lock_file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&lock_path)
+        .map_err(|source| DbError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    Flock::lock(lock_file, FlockArg::LockExclusiveNonblock).map_err(|_| DbError::InUse {
+        path: path.to_path_buf(),
+        lock: lock_path,
+    })
+}
+
 fn lock_path(db: &Path) -> PathBuf {
     let mut name = db.file_name().unwrap_or_default().to_os_string();
     name.push(".lock");
@@ -209,6 +234,31 @@ mod tests {
         let _first = Db::open(&path).unwrap();
         let err = Db::open(&path).unwrap_err().to_string();
         assert!(err.contains("in use by another control service"), "{err}");
+    }
+
+    #[test]
+    fn an_admin_command_opens_alongside_the_service_and_does_not_lock_it_out() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("c.db");
+        let admin = Db::open_alongside(&path).unwrap();
+        let service = Db::open(&path).unwrap();
+        let second_admin = Db::open_alongside(&path).unwrap();
+        admin
+            .migrate("x", &["CREATE TABLE t (a INTEGER);"])
+            .unwrap();
+        second_admin
+            .lock()
+            .execute("INSERT INTO t (a) VALUES (1)", [])
+            .unwrap();
+        let n: i64 = service
+            .lock()
+            .query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 1, "the service sees the admin command's write");
+        assert!(
+            Db::open(&path).is_err(),
+            "a second service is still refused"
+        );
     }
 
     #[test]

@@ -12,7 +12,7 @@ mod queries;
 pub use db::{Db, DbError};
 pub use queries::{COMPONENT, MIGRATIONS};
 
-use super::{Begin, HubRow, NewEnrollment, Store, StoreError};
+use super::{AccountTokenRow, Begin, HubRow, NewEnrollment, Store, StoreError};
 use crate::provision::{R2Key, Tunnel};
 use rusqlite::{Connection, ErrorCode};
 use std::path::Path;
@@ -28,6 +28,14 @@ impl SqliteStore {
     /// tables up to date. Blocking: call at start-up.
     pub fn open(path: &Path) -> Result<SqliteStore, DbError> {
         let db = Db::open(path)?;
+        db.migrate(COMPONENT, MIGRATIONS)?;
+        Ok(SqliteStore { db })
+    }
+
+    /// Opens the database at `path` for an admin command, also while the service
+    /// runs on it (see [`Db::open_alongside`]), through the same migrations.
+    pub fn open_alongside(path: &Path) -> Result<SqliteStore, DbError> {
+        let db = Db::open_alongside(path)?;
         db.migrate(COMPONENT, MIGRATIONS)?;
         Ok(SqliteStore { db })
     }
@@ -241,6 +249,46 @@ impl Store for SqliteStore {
         let h = hub_id.to_owned();
         self.call(move |c| queries::teardown_steps(c, &h, generation))
             .await
+    }
+
+    async fn add_account_token(
+        &self,
+        token_id: &str,
+        account_id: &str,
+        sha256: &[u8; 32],
+    ) -> Result<bool, StoreError> {
+        let (t, a, h) = (token_id.to_owned(), account_id.to_owned(), *sha256);
+        self.call(move |c| queries::add_account_token(c, &t, &a, &h))
+            .await
+    }
+
+    async fn account_token(
+        &self,
+        sha256: &[u8; 32],
+    ) -> Result<Option<AccountTokenRow>, StoreError> {
+        let h = *sha256;
+        self.call(move |c| queries::account_token(c, &h)).await
+    }
+
+    async fn account_tokens(
+        &self,
+        account_id: Option<&str>,
+    ) -> Result<Vec<AccountTokenRow>, StoreError> {
+        let a = account_id.map(str::to_owned);
+        self.call(move |c| queries::account_tokens(c, a.as_deref()))
+            .await
+    }
+
+    async fn revoke_account_tokens(
+        &self,
+        account_id: &str,
+        token_id: Option<&str>,
+    ) -> Result<u64, StoreError> {
+        let (a, t) = (account_id.to_owned(), token_id.map(str::to_owned));
+        let n = self
+            .call(move |c| queries::revoke_account_tokens(c, &a, t.as_deref()))
+            .await?;
+        u64::try_from(n).map_err(|_| StoreError::Failed(format!("an impossible count: {n}")))
     }
 }
 

@@ -9,7 +9,7 @@
 
 use super::db::DbError;
 use crate::names;
-use crate::store::{Begin, HubRow, HubState, NewEnrollment, now};
+use crate::store::{AccountTokenRow, Begin, HubRow, HubState, NewEnrollment, now};
 use hubkeeper_proto::Secret;
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 
@@ -86,6 +86,18 @@ pub const MIGRATIONS: &[&str] = &[
     -- pending deletions changed since the rules were last written.
     ALTER TABLE accounts ADD COLUMN bucket_ready INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE accounts ADD COLUMN lifecycle_dirty INTEGER NOT NULL DEFAULT 0;
+",
+    "
+    -- Account tokens (`hubkeeper-control account add`): only the SHA-256 of a token is
+    -- kept, never the token. Revoked rows stay, for `account list`.
+    CREATE TABLE account_tokens (
+        token_id TEXT PRIMARY KEY,
+        account_id TEXT NOT NULL,
+        sha256 BLOB NOT NULL UNIQUE,
+        created_at TEXT NOT NULL,
+        revoked_at TEXT
+    );
+    CREATE INDEX account_tokens_by_account ON account_tokens (account_id);
 ",
 ];
 
@@ -544,6 +556,70 @@ pub fn teardown_steps(
     Ok(rows)
 }
 
+/// `false` if the token id is taken.
+pub fn add_account_token(
+    conn: &Connection,
+    token_id: &str,
+    account_id: &str,
+    sha256: &[u8; 32],
+) -> Result<bool, DbError> {
+    let n = conn.execute(
+        "INSERT INTO account_tokens (token_id, account_id, sha256, created_at)
+         VALUES (?1, ?2, ?3, ?4) ON CONFLICT (token_id) DO NOTHING",
+        params![token_id, account_id, &sha256[..], now()],
+    )?;
+    Ok(n == 1)
+}
+
+const TOKEN_COLUMNS: &str = "token_id, account_id, created_at, revoked_at";
+
+fn token_from_row(r: &Row<'_>) -> rusqlite::Result<AccountTokenRow> {
+    Ok(AccountTokenRow {
+        token_id: r.get(0)?,
+        account_id: r.get(1)?,
+        created_at: r.get(2)?,
+        revoked_at: r.get(3)?,
+    })
+}
+
+pub fn account_token(
+    conn: &Connection,
+    sha256: &[u8; 32],
+) -> Result<Option<AccountTokenRow>, DbError> {
+    let sql = format!("SELECT {TOKEN_COLUMNS} FROM account_tokens WHERE sha256 = ?1");
+    Ok(conn
+        .query_row(&sql, [&sha256[..]], token_from_row)
+        .optional()?)
+}
+
+pub fn account_tokens(
+    conn: &Connection,
+    account_id: Option<&str>,
+) -> Result<Vec<AccountTokenRow>, DbError> {
+    let sql = format!(
+        "SELECT {TOKEN_COLUMNS} FROM account_tokens WHERE ?1 IS NULL OR account_id = ?1
+         ORDER BY account_id, rowid"
+    );
+    let mut st = conn.prepare(&sql)?;
+    let rows = st
+        .query_map([account_id], token_from_row)?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
+
+/// Revokes the account's live tokens, or only `token_id`; returns how many.
+pub fn revoke_account_tokens(
+    conn: &Connection,
+    account_id: &str,
+    token_id: Option<&str>,
+) -> Result<usize, DbError> {
+    Ok(conn.execute(
+        "UPDATE account_tokens SET revoked_at = ?3
+         WHERE account_id = ?1 AND (?2 IS NULL OR token_id = ?2) AND revoked_at IS NULL",
+        params![account_id, token_id, now()],
+    )?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -659,6 +735,56 @@ mod tests {
         assert_eq!(h1.tunnel_status.as_deref(), Some("healthy"));
         assert_eq!(h2.tunnel_status, None, "not listed: no status");
         assert_eq!(h2.checked_at.as_deref(), Some("T"));
+    }
+
+    #[test]
+    fn account_tokens_are_found_by_hash_listed_and_revoked() {
+        let c = Connection::open_in_memory().unwrap();
+        for m in MIGRATIONS {
+            c.execute_batch(m).unwrap();
+        }
+        let (h1, h2, h3) = ([1u8; 32], [2u8; 32], [3u8; 32]);
+        assert!(add_account_token(&c, "hka_00000001", "a", &h1).unwrap());
+        assert!(add_account_token(&c, "hka_00000002", "a", &h2).unwrap());
+        assert!(
+            !add_account_token(&c, "hka_00000001", "b", &h3).unwrap(),
+            "id taken"
+        );
+        assert!(add_account_token(&c, "hka_00000003", "b", &h3).unwrap());
+
+        let t = account_token(&c, &h2).unwrap().unwrap();
+        assert_eq!(
+            (t.token_id.as_str(), t.account_id.as_str()),
+            ("hka_00000002", "a")
+        );
+        assert_eq!(t.revoked_at, None);
+        assert_eq!(account_token(&c, &[9u8; 32]).unwrap(), None);
+        assert_eq!(account_tokens(&c, None).unwrap().len(), 3);
+        assert_eq!(account_tokens(&c, Some("a")).unwrap().len(), 2);
+
+        assert_eq!(
+            revoke_account_tokens(&c, "a", Some("hka_00000001")).unwrap(),
+            1
+        );
+        assert_eq!(
+            revoke_account_tokens(&c, "b", Some("hka_00000002")).unwrap(),
+            0,
+            "not b's"
+        );
+        assert_eq!(
+            revoke_account_tokens(&c, "a", None).unwrap(),
+            1,
+            "only the live one"
+        );
+        assert_eq!(revoke_account_tokens(&c, "a", None).unwrap(), 0);
+        assert!(
+            account_token(&c, &h2)
+                .unwrap()
+                .unwrap()
+                .revoked_at
+                .is_some()
+        );
+        assert_eq!(account_token(&c, &h3).unwrap().unwrap().revoked_at, None);
     }
 
     #[test]
