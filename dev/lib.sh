@@ -131,7 +131,7 @@ hk_start_cloudflare() {
         "$HK_ROOT/target/debug/cloudflare-api-standin" --listen 127.0.0.1:8790 \
         --state-dir "$HK_STATE/cloudflare" --token-file "$dir/cloudflare-token" \
         --zone hubs.localhost --s3-endpoint http://127.0.0.1:9000 \
-        2>"$HK_STATE/cloudflare.log" &
+        >"$HK_STATE/cloudflare.log" 2>&1 &
     HK_CLOUDFLARE_PID=$!
     hk_wait_port 8790
     (

@@ -19,15 +19,7 @@ use testkit as support;
 const BACKUP_WAIT: Duration = Duration::from_secs(120);
 
 fn rustic_bin() -> PathBuf {
-    let p = std::env::var_os("HUBKEEPER_TEST_RUSTIC")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/tools/bin/rustic"));
-    assert!(
-        p.exists(),
-        "rustic not found at {}: run ./dev/test (it builds rustic into target/tools)",
-        p.display()
-    );
-    p
+    support::s3::rustic()
 }
 
 /// Files to back up: text, binary, nested, empty.

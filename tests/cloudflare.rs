@@ -165,3 +165,32 @@ fn a_hub_goes_enable_ready_rotate_disable_and_enable_again_on_cloudflare() {
     assert_eq!(active_tokens(&state).len(), 1);
     assert_eq!(state["buckets"].as_array().unwrap().len(), 1);
 }
+
+/// Minted keys work at the store only a moment after the enroll (as R2's take up to a
+/// minute): the first backup and verify wait for them instead of failing and waiting
+/// out a minute's backoff with an error in the status.
+#[test]
+fn the_first_backup_waits_for_the_minted_key_instead_of_failing() {
+    let cs = ControlService::start_cloudflare("");
+    let data = tempfile::tempdir().unwrap();
+    std::fs::write(data.path().join("notes.txt"), "hub data\n".repeat(100)).unwrap();
+    let cfg = managed_config(&cs.url, free_port(), "").replace(
+        "[backup]\nenabled = false\n",
+        &format!(
+            "[backup]\nenabled = true\nrustic = \"{}\"\npaths = [\"{}\"]\ninterval = \"1h\"\n",
+            support::s3::rustic().display(),
+            data.path().display()
+        ),
+    );
+    let (d, _st) = start_managed(&cfg, "");
+    let s = d.wait_status_within(
+        std::time::Duration::from_secs(120),
+        "the first backup and verify",
+        |s| s["backup"]["last_snapshot_id"].is_string() && s["backup"]["last_verified"].is_string(),
+    );
+    assert_eq!(s["state"], "ready", "{s:#}");
+    let persisted: Value =
+        serde_json::from_str(&read(&secrets(&d).join("backup-state.json"))).unwrap();
+    assert_eq!(persisted["failures_total"], 0, "{persisted:#}");
+    assert_eq!(persisted["verify_failed_total"], 0, "{persisted:#}");
+}

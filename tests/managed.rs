@@ -295,7 +295,7 @@ fn disable_by_editing_the_file_stops_the_tunnel_and_cleans_up() {
         s["note"]
             .as_str()
             .unwrap()
-            .ends_with("; bucket kept for 30 days"),
+            .ends_with("; bucket kept"),
         "{s}"
     );
     assert_eq!(s["tunnel"]["state"], "stopped");

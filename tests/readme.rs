@@ -567,14 +567,7 @@ fn self_managed_samples(out: &mut BTreeMap<String, Produced>) {
 /// A managed hub with the control service, the S3 store, the stand-in and rustic:
 /// ready with its first backup done, then disabled.
 fn managed_samples(out: &mut BTreeMap<String, Produced>) {
-    let rustic = std::env::var_os("HUBKEEPER_TEST_RUSTIC")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/tools/bin/rustic"));
-    assert!(
-        rustic.exists(),
-        "rustic not found at {}: run ./dev/test (it builds rustic into target/tools)",
-        rustic.display()
-    );
+    let rustic = testkit::s3::rustic();
     let cs = ControlService::start();
     let data = tempfile::tempdir().unwrap();
     std::fs::write(data.path().join("notes.txt"), "hub data\n").unwrap();

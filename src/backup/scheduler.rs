@@ -200,11 +200,17 @@ impl Running {
     }
 }
 
-/// For keys issued within the propagation window: the store, a prefix to probe under,
-/// and until when to wait for the store to accept them.
-fn fresh_keys(t: &BackupTargets) -> Option<(Target, String, SystemTime)> {
-    let until = t.keys_since? + crate::health::KEY_PROPAGATION;
-    (SystemTime::now() < until).then(|| {
+/// For keys issued within the propagation window and not yet used by a run that
+/// succeeded: the store, a prefix to probe under, and until when to wait for the store
+/// to accept them.
+fn fresh_keys(t: &BackupTargets, p: &Persisted) -> Option<(Target, String, SystemTime)> {
+    let since = t.keys_since?;
+    let until = since + crate::health::KEY_PROPAGATION;
+    let proven = [&p.last_success, &p.last_verified]
+        .into_iter()
+        .filter_map(|s| s.as_deref().and_then(parse_rfc3339))
+        .any(|ok| ok >= since);
+    (SystemTime::now() < until && !proven).then(|| {
         (
             t.target.clone(),
             format!("hubkeeper-health/{}/", t.hub_id),
@@ -214,8 +220,8 @@ fn fresh_keys(t: &BackupTargets) -> Option<(Target, String, SystemTime)> {
 }
 
 /// Waits until the store accepts the keys (a write, read and delete), or `until`, or a
-/// stop. Fresh R2 keys can be refused for up to a minute; a backup started then would
-/// fail and wait out a minute's backoff with an error in the status.
+/// stop. Fresh R2 keys can be refused for up to a minute; a backup or verify started
+/// then would fail and wait out a minute's backoff with an error in the status.
 async fn keys_accepted(target: &Target, prefix: &str, until: SystemTime, stop: &CancellationToken) {
     let Ok(client) = crate::health::r2::client(target, crate::health::r2::Limits::default()) else {
         return;
@@ -355,7 +361,7 @@ impl Actor {
                         queued = false;
                         tracing::info!(paths = ?t.config.backup.paths, "backup starting");
                         self.persisted.last_attempt = now;
-                        let fresh = fresh_keys(&t);
+                        let fresh = fresh_keys(&t, &self.persisted);
                         tokio::spawn(async move {
                             if let Some((target, prefix, until)) = fresh {
                                 keys_accepted(&target, &prefix, until, &token).await;
@@ -366,7 +372,11 @@ impl Actor {
                     Job::Verify => {
                         tracing::info!(subset, "backup verify starting (rustic check)");
                         self.persisted.last_verify_attempt = now;
+                        let fresh = fresh_keys(&t, &self.persisted);
                         tokio::spawn(async move {
+                            if let Some((target, prefix, until)) = fresh {
+                                keys_accepted(&target, &prefix, until, &token).await;
+                            }
                             Outcome::Verify(run::verify(&inv, &subset, &token).await)
                         })
                     }

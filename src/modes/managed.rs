@@ -608,10 +608,12 @@ impl Engine {
         if let Err(next) = self.release(&client, pending.clone()).await {
             return next;
         }
-        let bucket = if pending.delete_bucket {
-            "bucket deleted".to_owned()
-        } else {
-            format!("bucket kept for {} days", pending.retention_days)
+        // What the service does with the backups (spec §11): kept; or kept for the
+        // retention period, then deleted.
+        let bucket = match (pending.delete_bucket, pending.retention_days) {
+            (false, _) => "bucket kept".to_owned(),
+            (true, 0) => "backups deleted".to_owned(),
+            (true, days) => format!("bucket kept for {days} days"),
         };
         let note = format!("disabled {}; {bucket}", rfc3339(SystemTime::now()));
         tracing::info!("{note}");

@@ -22,6 +22,20 @@ pub fn rclone() -> PathBuf {
     path
 }
 
+/// The real rustic that `./dev/test` builds into target/tools (or
+/// `HUBKEEPER_TEST_RUSTIC`).
+pub fn rustic() -> PathBuf {
+    let path = std::env::var_os("HUBKEEPER_TEST_RUSTIC")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target/tools/bin/rustic"));
+    assert!(
+        path.exists(),
+        "rustic not found at {}: run ./dev/test (it builds rustic into target/tools)",
+        path.display()
+    );
+    path
+}
+
 /// A loopback port that was free a moment ago (bind to port 0, then release it).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
