@@ -1,8 +1,8 @@
 //! The Cloudflare API stand-in (`cloudflare-api-standin`, the real binary) for tests,
 //! with its R2 buckets on a real S3 store: buckets it creates are made there, and a
 //! mirror thread restarts the store whenever the set of live minted keys changes, so
-//! a minted key starts working a moment after it was minted (as R2's does) and a
-//! revoked one stops.
+//! a minted key starts working [`PROPAGATION`] after it was minted (R2's take up to a
+//! minute) and a revoked one stops.
 
 use super::s3::{S3Server, free_port};
 use super::{tcp, wait_for};
@@ -13,11 +13,14 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The account the stand-in serves, and the master token it accepts.
 pub const ACCOUNT_ID: &str = "0123456789abcdef0123456789abcdef";
 pub const MASTER_TOKEN: &str = "cf-master-token-5e8a1f3b9c";
+
+/// How long a minted, rolled or revoked key takes to take effect on the store.
+pub const PROPAGATION: Duration = Duration::from_secs(2);
 
 pub struct CloudflareApi {
     child: Option<Child>,
@@ -53,15 +56,26 @@ impl CloudflareApi {
             .collect();
         let (stop, s3, port) = (api.stop.clone(), api.s3.clone(), api.port);
         api.mirror = Some(std::thread::spawn(move || {
-            let mut last: Vec<(String, String)> = Vec::new();
+            let mut applied: Vec<(String, String)> = Vec::new();
+            // A change is applied once it is PROPAGATION old, as R2's keys take a while
+            // to work everywhere (up to a minute there).
+            let mut seen: Option<(Vec<(String, String)>, Instant)> = None;
             while !stop.load(Ordering::SeqCst) {
-                if let Some(minted) = minted_keys(port)
-                    && minted != last
+                if let Some(minted) = minted_keys(port) {
+                    if minted == applied {
+                        seen = None;
+                    } else if seen.as_ref().is_none_or(|(k, _)| *k != minted) {
+                        seen = Some((minted, Instant::now()));
+                    }
+                }
+                if let Some((keys, at)) = &seen
+                    && at.elapsed() >= PROPAGATION
                 {
-                    let mut keys = admin.clone();
-                    keys.extend(minted.iter().cloned());
-                    s3.set_keys(&keys);
-                    last = minted;
+                    let mut all = admin.clone();
+                    all.extend(keys.iter().cloned());
+                    s3.set_keys(&all);
+                    applied = keys.clone();
+                    seen = None;
                 }
                 std::thread::sleep(Duration::from_millis(100));
             }
