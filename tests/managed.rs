@@ -292,10 +292,7 @@ fn disable_by_editing_the_file_stops_the_tunnel_and_cleans_up() {
                 .is_some_and(|n| n.starts_with("disabled "))
     });
     assert!(
-        s["note"]
-            .as_str()
-            .unwrap()
-            .ends_with("; bucket kept"),
+        s["note"].as_str().unwrap().ends_with("; bucket kept"),
         "{s}"
     );
     assert_eq!(s["tunnel"]["state"], "stopped");

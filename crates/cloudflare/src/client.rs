@@ -387,6 +387,17 @@ impl Client {
             let got = batch.len() as u64;
             items.extend(batch);
             let info = envelope.result_info.unwrap_or_default();
+            // A server that answers another page than asked (or always the first) would
+            // otherwise be followed to MAX_PAGES, collecting duplicates.
+            if info.page.is_some_and(|p| p != page) {
+                return Err(Error::new(
+                    call.name,
+                    ErrorKind::BadAnswer(format!(
+                        "asked for page {page}, got page {}",
+                        info.page.unwrap_or_default()
+                    )),
+                ));
+            }
             let more = match info.total_pages {
                 Some(total) => info.page.unwrap_or(page) < total,
                 None => {

@@ -3,10 +3,8 @@
 //! `Retry-After`, the JSON of each `hubkeeper_proto::control` answer and its
 //! validation, the error body. Properties: no panic, an answer within the time limit,
 //! a parsed answer has every field it must, and no error repeats a secret value (the
-//! generator puts a marker only into secret fields) or the hub's token.
-//!
-//! The Cloudflare API client (issue 9) does not exist yet; its answers belong here
-//! once it does.
+//! generator puts a marker only into secret fields) or the hub's token. The Cloudflare
+//! API client's answers are `cloudflare_answers.rs`.
 
 use super::{Target, runtime};
 use crate::craft::{self, U};

@@ -4,6 +4,7 @@
 
 use crate::craft::U;
 
+pub mod cloudflare_answers;
 pub mod config;
 pub mod control_answers;
 pub mod control_api;
@@ -38,6 +39,10 @@ pub const ALL: &[(&str, &str)] = &[
         "control service answers -> ControlClient (src/modes/control_client.rs)",
     ),
     (
+        "cloudflare-answers",
+        "Cloudflare API answers -> cloudflare_api::Client (crates/cloudflare)",
+    ),
+    (
         "ready-probe",
         "cloudflared /ready answers -> the probe (src/tunnel/probe.rs)",
     ),
@@ -54,6 +59,7 @@ pub fn make(name: &str) -> Result<Box<dyn Target>, String> {
         "socket-api" => Box::new(socket_api::SocketApi::new()?),
         "control-api" => Box::new(control_api::ControlApi::new()?),
         "control-answers" => Box::new(control_answers::ControlAnswers::new()?),
+        "cloudflare-answers" => Box::new(cloudflare_answers::CloudflareAnswers::new()?),
         "ready-probe" => Box::new(ready_probe::ReadyProbe::new()?),
         "rustic" => Box::new(rustic::Rustic::new()?),
         "selftest-panic" => Box::new(selftest::SelfTest { kind: "panic" }),
