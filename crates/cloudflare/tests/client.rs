@@ -237,6 +237,29 @@ async fn token_list_follows_pages_without_a_total() {
 }
 
 #[tokio::test]
+async fn a_server_answering_the_first_page_again_is_not_followed() {
+    let t = r#"[{"id":"a","name":"hub-x"},{"id":"b","name":"hub-x"}]"#;
+    let first = r#"{"page":1,"per_page":2,"count":2,"total_count":9,"total_pages":5}"#;
+    let server = Server::start(vec![page(t, first), page(t, first), page(t, first)]);
+    let mut s = settings(&server.url);
+    s.per_page = 2;
+    let e = Client::new(s)
+        .unwrap()
+        .list_tunnels(None)
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("asked for page 2, got page 1"),
+        "{e}"
+    );
+    assert_eq!(
+        server.requests().len(),
+        2,
+        "stopped at the first wrong page"
+    );
+}
+
+#[tokio::test]
 async fn every_r2_call_carries_the_jurisdiction() {
     let bucket = r#"{"name":"hubs","creation_date":"2026-01-01T00:00:00Z","location":"WEUR","jurisdiction":"eu"}"#;
     let server = Server::start(vec![
