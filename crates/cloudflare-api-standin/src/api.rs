@@ -894,6 +894,16 @@ fn admin(shared: &Shared, method: &Method, rest: &str, body: &Bytes) -> Resp {
             admin_json(200, &json!({}))
         }
         ("GET", ["jurisdictions"]) => admin_json(200, &json!(*lock(&shared.jurisdictions))),
+        ("PUT", ["token-quota"]) => match parsed(body).ok().and_then(|v| v.get("max")?.as_u64()) {
+            None => admin_json(400, &json!({"error": "send {\"max\": N}"})),
+            Some(n) => {
+                let _ = mutate(shared, |a| {
+                    a.token_quota = Some(usize::try_from(n).unwrap_or(usize::MAX));
+                    Ok(())
+                });
+                admin_json(200, &json!({}))
+            }
+        },
         ("GET", ["keys"]) => admin_json(200, &json!(minted_keys(shared))),
         ("PUT", ["tunnels", id, "connections"]) => {
             match parsed(body)
@@ -925,7 +935,7 @@ fn admin(shared: &Shared, method: &Method, rest: &str, body: &Bytes) -> Resp {
         }
         _ => admin_json(
             404,
-            &json!({"error": "stand-in hooks: faults, calls, calls/log, jurisdictions, keys, \
+            &json!({"error": "stand-in hooks: faults, calls, calls/log, jurisdictions, token-quota, keys, \
                      tunnels/{id}/connections, buckets/{jurisdiction}/{name}/not-empty"}),
         ),
     }

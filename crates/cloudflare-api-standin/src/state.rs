@@ -124,7 +124,13 @@ pub struct Account {
     pub records: Vec<Record>,
     pub buckets: Vec<Bucket>,
     pub tokens: Vec<Token>,
+    /// How many account tokens may exist (Cloudflare: 500); `None` is Cloudflare's.
+    #[serde(default)]
+    pub token_quota: Option<usize>,
 }
+
+/// Cloudflare's quota of account API tokens (research §1).
+pub const TOKEN_QUOTA: usize = 500;
 
 pub fn now() -> String {
     let secs = SystemTime::now()
@@ -680,6 +686,17 @@ impl Account {
             return Err(ApiError::new(400, 1001, "Token name is required"));
         }
         let policies = check_policies(body)?;
+        let quota = self.token_quota.unwrap_or(TOKEN_QUOTA);
+        if self.tokens.len() >= quota {
+            // Cloudflare's code for this is not documented: 1002 is the stand-in's own.
+            return Err(ApiError::new(
+                400,
+                1002,
+                format!(
+                    "You have reached the maximum number of API tokens ({quota}) for this account"
+                ),
+            ));
+        }
         let ts = now();
         self.tokens.push(Token {
             id: new_id(),

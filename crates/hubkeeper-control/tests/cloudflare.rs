@@ -290,6 +290,26 @@ fn cloudflare_failing_gives_a_clear_error_and_the_next_enroll_completes() {
 }
 
 #[test]
+fn the_token_quota_reached_is_named_and_the_enroll_resumes_when_there_is_room() {
+    let cs = ControlService::start_cloudflare("");
+    ok(cs.enroll("hub-q1", "acct-q"));
+    // The account's tokens: hub-q1's; the quota allows no second.
+    cs.api().set_token_quota(1);
+    let r = cs.enroll("hub-q2", "acct-q");
+    assert_eq!(r.status, 502, "{}", r.text());
+    let message = r.json()["error"]["message"].as_str().unwrap().to_owned();
+    assert!(
+        message.contains("maximum number of API tokens"),
+        "Cloudflare's own words: {message}"
+    );
+    assert!(message.contains("create the hub's token"), "{message}");
+    cs.api().set_token_quota(500);
+    let answer = ok(cs.enroll("hub-q2", "acct-q"));
+    let h = held(&cs, "hub-q2", &s(&answer, "hostname"));
+    assert_eq!((h.tunnels, h.records, h.tokens), (1, 1, 1), "{h:?}");
+}
+
+#[test]
 fn a_dns_record_that_is_not_ours_is_never_touched() {
     let cs = ControlService::start_cloudflare("");
     quiet(&cs);

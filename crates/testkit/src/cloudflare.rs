@@ -170,6 +170,15 @@ impl CloudflareApi {
         self.hook("DELETE", "calls", None);
     }
 
+    /// How many account tokens may exist (Cloudflare: 500).
+    pub fn set_token_quota(&self, max: u64) {
+        self.hook(
+            "PUT",
+            "token-quota",
+            Some(&serde_json::json!({ "max": max })),
+        );
+    }
+
     /// Marks a tunnel's connector as connected (`status` healthy) or not.
     pub fn set_connected(&self, tunnel_id: &str, connected: bool) {
         self.hook(
