@@ -388,4 +388,74 @@ mod tests {
         assert_eq!(el.region, ml.region);
         assert_eq!(el.keys.len(), 2);
     }
+
+    fn cloudflare(dir: &Path, section: &str) -> String {
+        write(dir, "token", "tok\n");
+        write(dir, "cf-token", "cf-secret\n");
+        format!(
+            "token_file = \"token\"\ndatabase = \"c.db\"\nzone = \"example.com\"\n\
+             [provisioner]\nkind = \"cloudflare\"\n{section}"
+        )
+    }
+
+    #[test]
+    fn a_cloudflare_provisioner_gets_its_defaults() {
+        let d = tempfile::tempdir().unwrap();
+        let text = cloudflare(
+            d.path(),
+            "[provisioner.cloudflare]\naccount_id = \"acct\"\napi_token_file = \"cf-token\"\n",
+        );
+        let c = run(d.path(), &text).unwrap();
+        let ProvisionerPlan::Cloudflare(cf) = c.provisioner else {
+            panic!("a Cloudflare config")
+        };
+        assert_eq!(cf.api_base, "https://api.cloudflare.com/client/v4");
+        assert_eq!(cf.r2_endpoint, "https://acct.r2.cloudflarestorage.com");
+        assert_eq!(cf.jurisdiction, "default");
+        assert_eq!(cf.token.expose(), "cf-secret");
+        assert_eq!(cf.zone, "example.com");
+        assert_eq!(
+            cf.min_interval,
+            Duration::from_millis(250),
+            "4 calls a second"
+        );
+        assert_eq!(cf.request_timeout, Duration::from_secs(30));
+        assert_eq!(c.config.sweep_interval.get(), Duration::from_secs(60));
+
+        let eu = cloudflare(
+            d.path(),
+            "[provisioner.cloudflare]\naccount_id = \"acct\"\napi_token_file = \"cf-token\"\njurisdiction = \"eu\"\n",
+        );
+        let ProvisionerPlan::Cloudflare(cf) = run(d.path(), &eu).unwrap().provisioner else {
+            panic!("a Cloudflare config")
+        };
+        assert_eq!(cf.r2_endpoint, "https://acct.eu.r2.cloudflarestorage.com");
+    }
+
+    #[test]
+    fn a_cloudflare_config_with_problems_names_each() {
+        let d = tempfile::tempdir().unwrap();
+        let missing = cloudflare(d.path(), "");
+        let e = run(d.path(), &missing).unwrap_err().to_string();
+        assert!(
+            e.contains("needs a [provisioner.cloudflare] section"),
+            "{e}"
+        );
+
+        let bad = cloudflare(
+            d.path(),
+            "[provisioner.cloudflare]\naccount_id = \"acct\"\napi_token_file = \"nope\"\n\
+             location_hint = \"mars\"\nmax_requests_per_second = 50\n",
+        )
+        .replace("zone = ", "sweep_interval = \"5m\"\nzone = ");
+        let e = run(d.path(), &bad).unwrap_err().to_string();
+        for want in [
+            "location_hint: must be one of",
+            "max_requests_per_second: must be between 1 and 20",
+            "sweep_interval: must be between 1s and 1m",
+        ] {
+            assert!(e.contains(want), "{want} in {e}");
+        }
+        assert!(!e.contains("cf-secret"));
+    }
 }
