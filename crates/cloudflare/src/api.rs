@@ -124,14 +124,26 @@ impl Client {
 
     /// `GET /accounts/{acct}/cfd_tunnel?is_deleted=false[&name=]`, every page.
     pub async fn list_tunnels(&self, name: Option<&str>) -> Result<Vec<Tunnel>, Error> {
+        self.list_tunnels_by(name, self.settings.per_page).await
+    }
+
+    /// As [`Client::list_tunnels`], asking for `per_page` a page: listing every tunnel
+    /// of a large account takes a call per thousand tunnels (the most Cloudflare
+    /// serves a page) rather than per fifty.
+    pub async fn list_tunnels_by(
+        &self,
+        name: Option<&str>,
+        per_page: u32,
+    ) -> Result<Vec<Tunnel>, Error> {
         let mut query = vec![("is_deleted", "false")];
         if let Some(name) = name {
             query.push(("name", name));
         }
-        self.all_pages(
+        self.all_pages_of(
             idem("list tunnels", TUNNEL),
             &["accounts", self.acct(), "cfd_tunnel"],
             &query,
+            per_page,
         )
         .await
     }

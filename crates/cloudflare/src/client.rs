@@ -368,7 +368,19 @@ impl Client {
         segments: &[&str],
         query: &[(&str, &str)],
     ) -> Result<Vec<T>, Error> {
-        let per_page = self.settings.per_page.max(1).to_string();
+        self.all_pages_of(call, segments, query, self.settings.per_page)
+            .await
+    }
+
+    /// As `all_pages`, with this page size.
+    pub(crate) async fn all_pages_of<T: DeserializeOwned>(
+        &self,
+        call: Call,
+        segments: &[&str],
+        query: &[(&str, &str)],
+        page_size: u32,
+    ) -> Result<Vec<T>, Error> {
+        let per_page = page_size.max(1).to_string();
         let mut items = Vec::new();
         let mut page: u64 = 1;
         loop {
@@ -401,9 +413,7 @@ impl Client {
             let more = match info.total_pages {
                 Some(total) => info.page.unwrap_or(page) < total,
                 None => {
-                    let size = info
-                        .per_page
-                        .unwrap_or(u64::from(self.settings.per_page.max(1)));
+                    let size = info.per_page.unwrap_or(u64::from(page_size.max(1)));
                     info.count.unwrap_or(got) >= size
                 }
             };
