@@ -3,8 +3,7 @@
 //! bearer is known, with what each caller may see and change. The service asks the
 //! caller at the top of each operation; the `account` commands (`admin.rs`) mint.
 
-use crate::service::{Service, ServiceError};
-use crate::store::{HubRow, HubState, NewEnrollment, Store};
+use crate::store::{HubRow, HubState, NewEnrollment};
 use aws_lc_rs::digest::{SHA256, digest};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -23,6 +22,21 @@ const ID_HEX: usize = 8;
 
 /// Random bytes in the secret part: 256 bits, beyond guessing.
 const SECRET_BYTES: usize = 32;
+
+/// What a caller may not do; the service answers each as its own `ServiceError`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// An account's token sent another account's id in an enroll.
+    WrongAccount { token: String, sent: String },
+    /// An account's token asked to enroll a hub of another account.
+    ForeignHub(String),
+    /// An account's token asked to change an enrolled hub's license.
+    LicenseChange {
+        hub_id: String,
+        current: String,
+        sent: String,
+    },
+}
 
 /// Who a request acts for, decided once at the edge (`api::routes`) from its bearer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -137,11 +151,11 @@ impl Caller {
     }
 
     /// An enroll's `account_id` must be the token's own.
-    pub fn may_enroll_as(&self, account_id: &str) -> Result<(), ServiceError> {
+    pub fn may_enroll_as(&self, account_id: &str) -> Result<(), Refusal> {
         match self {
             Caller::Account {
                 account_id: own, ..
-            } if own != account_id => Err(ServiceError::WrongAccount {
+            } if own != account_id => Err(Refusal::WrongAccount {
                 token: own.clone(),
                 sent: account_id.to_owned(),
             }),
@@ -153,21 +167,17 @@ impl Caller {
     /// token may not enroll another account's hub (even a disabled one: it still owns
     /// the hub's retained backups), nor change the license of a live enrollment. The
     /// operator may do both, as before (a license change is logged).
-    pub fn may_enroll(
-        &self,
-        prev: Option<&HubRow>,
-        new: &NewEnrollment,
-    ) -> Result<(), ServiceError> {
+    pub fn may_enroll(&self, prev: Option<&HubRow>, new: &NewEnrollment) -> Result<(), Refusal> {
         let Some(prev) = prev else {
             return Ok(());
         };
         if !self.sees(prev) {
-            return Err(ServiceError::ForeignHub(prev.hub_id.clone()));
+            return Err(Refusal::ForeignHub(prev.hub_id.clone()));
         }
         let live = matches!(prev.state, HubState::Provisioning | HubState::Active);
         if prev.license_id != new.license_id {
             if live && *self != Caller::Operator {
-                return Err(ServiceError::LicenseChange {
+                return Err(Refusal::LicenseChange {
                     hub_id: prev.hub_id.clone(),
                     current: prev.license_id.clone(),
                     sent: new.license_id.clone(),
@@ -182,32 +192,6 @@ impl Caller {
             );
         }
         Ok(())
-    }
-}
-
-impl<S: Store, P> Service<S, P> {
-    /// The caller a presented bearer stands for, if it is a live account token. The
-    /// lookup is by hash: its timing can only tell a guesser about the hash of their
-    /// guess, which helps them find nothing.
-    pub async fn account_caller(&self, presented: &[u8]) -> Result<Option<Caller>, ServiceError> {
-        if !is_account_token(presented) {
-            return Ok(None);
-        }
-        let Some(t) = self.store.account_token(&sha256(presented)).await? else {
-            return Ok(None);
-        };
-        if t.revoked_at.is_some() {
-            tracing::warn!(
-                account_id = %t.account_id,
-                token_id = %t.token_id,
-                "a revoked account token was presented: refused"
-            );
-            return Ok(None);
-        }
-        Ok(Some(Caller::Account {
-            account_id: t.account_id,
-            token_id: t.token_id,
-        }))
     }
 }
 

@@ -3,7 +3,7 @@
 //! its last write, and records every provisioned resource before the next step, so
 //! racing requests see one enrollment and an interrupted one resumes where it stopped.
 
-use super::accounts::Caller;
+use super::accounts::{Caller, Refusal, is_account_token, sha256};
 use super::locks::KeyedLocks;
 use super::names;
 use super::provision::{Expiry, Ingress, ProvisionError, Provisioner};
@@ -54,6 +54,24 @@ pub enum ServiceError {
     /// A record that should be complete is not; a bug or a damaged database.
     #[error("the record of hub \"{0}\" is incomplete")]
     Corrupt(String),
+}
+
+impl From<Refusal> for ServiceError {
+    fn from(r: Refusal) -> Self {
+        match r {
+            Refusal::WrongAccount { token, sent } => ServiceError::WrongAccount { token, sent },
+            Refusal::ForeignHub(hub) => ServiceError::ForeignHub(hub),
+            Refusal::LicenseChange {
+                hub_id,
+                current,
+                sent,
+            } => ServiceError::LicenseChange {
+                hub_id,
+                current,
+                sent,
+            },
+        }
+    }
 }
 
 /// Where a hub's tunnel sends traffic when its enroll names no origin (spec §3's
@@ -369,6 +387,32 @@ impl<S: Store, P: Provisioner> Service<S, P> {
         self.teardown(row).await?;
         tracing::info!(hub_id = %hub, delete_bucket = delete, retention_days = days, "hub disabled");
         Ok(DisableResponse { ok: true })
+    }
+}
+
+impl<S: Store, P> Service<S, P> {
+    /// The caller a presented bearer stands for, if it is a live account token. The
+    /// lookup is by hash: its timing can only tell a guesser about the hash of their
+    /// guess, which helps them find nothing.
+    pub async fn account_caller(&self, presented: &[u8]) -> Result<Option<Caller>, ServiceError> {
+        if !is_account_token(presented) {
+            return Ok(None);
+        }
+        let Some(t) = self.store.account_token(&sha256(presented)).await? else {
+            return Ok(None);
+        };
+        if t.revoked_at.is_some() {
+            tracing::warn!(
+                account_id = %t.account_id,
+                token_id = %t.token_id,
+                "a revoked account token was presented: refused"
+            );
+            return Ok(None);
+        }
+        Ok(Some(Caller::Account {
+            account_id: t.account_id,
+            token_id: t.token_id,
+        }))
     }
 }
 
