@@ -101,7 +101,7 @@ pub fn run(args: &RunArgs) -> Result<bool, String> {
         args.inputs, args.time_limit, args.rss_limit
     );
     println!(
-        "{:<16} {:>10} {:>8} {:>10} {:>6} {:>8} {:>9} {:>9} {:>8}",
+        "{:<18} {:>10} {:>8} {:>10} {:>6} {:>8} {:>9} {:>9} {:>8}",
         "target",
         "inputs",
         "crashes",
@@ -118,7 +118,7 @@ pub fn run(args: &RunArgs) -> Result<bool, String> {
         let t = supervise(name, seed, args)?;
         let secs = started.elapsed().as_secs_f64();
         println!(
-            "{:<16} {:>10} {:>8} {:>10} {:>6} {:>8} {:>5} MiB {:>9.0} {:>8.1}",
+            "{:<18} {:>10} {:>8} {:>10} {:>6} {:>8} {:>5} MiB {:>9.0} {:>8.1}",
             name,
             t.inputs,
             t.crashes,
@@ -137,7 +137,7 @@ pub fn run(args: &RunArgs) -> Result<bool, String> {
         all.peak_rss_kib = all.peak_rss_kib.max(t.peak_rss_kib);
     }
     println!(
-        "{:<16} {:>10} {:>8} {:>10} {:>6} {:>8} {:>5} MiB",
+        "{:<18} {:>10} {:>8} {:>10} {:>6} {:>8} {:>5} MiB",
         "total",
         all.inputs,
         all.crashes,

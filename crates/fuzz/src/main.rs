@@ -41,7 +41,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Cmd::List => {
             for (name, what) in targets::ALL {
-                println!("{name:<16} {what}");
+                println!("{name:<18} {what}");
             }
             Ok(true)
         }

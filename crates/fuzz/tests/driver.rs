@@ -91,7 +91,7 @@ fn every_target_runs_clean_for_a_few_inputs() {
         .lines()
         .filter_map(|l| l.split_whitespace().next())
         .collect();
-    assert_eq!(names.len(), 6, "{list}");
+    assert_eq!(names.len(), 7, "{list}");
     for name in names {
         let (ok, stdout, row) = run(dir.path(), name, 30, &[]);
         assert!(ok, "{stdout}");
