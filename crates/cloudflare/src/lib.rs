@@ -8,16 +8,19 @@
 //! retried on 429 (waiting at least `retry-after`), 5xx, timeouts and broken
 //! connections, up to `Settings::attempts`. Creating a tunnel, a DNS record or a token
 //! is retried only on 429 or a refused connection: after a timeout or 5xx the caller
-//! lists by name and adopts what may have been made.
+//! lists by name and adopts what may have been made: `ensure.rs` does that (tunnels,
+//! DNS records, buckets, tokens by name) for callers that must never duplicate.
 
 mod api;
 mod client;
+mod ensure;
 mod error;
 mod model;
 mod s3;
 
 pub use api::{CreatedTunnel, R2Scope};
 pub use client::{Client, DEFAULT_API_BASE, Settings};
+pub use ensure::{EnsuredTunnel, RouteError};
 pub use error::{ApiMessage, CONFLICT_CODES, Error, ErrorKind};
 pub use hubkeeper_proto::Secret;
 pub use model::*;

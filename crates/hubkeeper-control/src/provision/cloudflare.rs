@@ -13,7 +13,7 @@ use crate::store::now;
 use crate::store::sqlite::{Db, DbError};
 use cloudflare_api::{
     Client, ConfigSrc, Error as CfError, ErrorKind, IngressRule, Lifecycle, LifecycleConditions,
-    LifecycleRule, NewDnsRecord, OriginRequest, R2Scope, Secret, Settings, Transition,
+    LifecycleRule, OriginRequest, R2Scope, RouteError, Secret, Settings, Transition,
     TransitionCondition, TunnelConfig, s3_credentials,
 };
 use hubkeeper_proto::time::{parse_rfc3339, rfc3339};
@@ -161,19 +161,6 @@ impl CloudflareProvisioner {
         }
     }
 
-    /// The live token named `name`, if any (Cloudflare has no name filter: every page).
-    async fn token_by_name(&self, name: &str) -> Result<Option<String>, ProvisionError> {
-        let tokens = self
-            .api
-            .list_tokens()
-            .await
-            .map_err(|e| cf("list tokens", e))?;
-        Ok(tokens
-            .into_iter()
-            .find(|t| t.name == name && t.status.as_deref() != Some("expired"))
-            .map(|t| t.id))
-    }
-
     async fn db<R, F>(&self, op: &'static str, f: F) -> Result<R, ProvisionError>
     where
         R: Send + 'static,
@@ -220,7 +207,12 @@ impl CloudflareProvisioner {
             .await?;
         let (id, value) = match stored {
             Some((Some(id), Some(value))) => return Ok((id, Secret::new(value))),
-            Some(_) => match self.token_by_name(SWEEPER_NAME).await? {
+            Some(_) => match self
+                .api
+                .token_by_name(SWEEPER_NAME)
+                .await
+                .map_err(|e| cf("list tokens", e))?
+            {
                 Some(id) => {
                     let value = self
                         .api
@@ -321,14 +313,6 @@ fn cf(op: &'static str, e: CfError) -> ProvisionError {
     }
 }
 
-/// Whether a create's answer may have been lost after Cloudflare acted on it.
-fn answer_maybe_lost(e: &CfError) -> bool {
-    matches!(
-        e.kind,
-        ErrorKind::Timeout(_) | ErrorKind::Server { .. } | ErrorKind::Unreachable(_)
-    )
-}
-
 impl Provisioner for CloudflareProvisioner {
     fn r2_endpoint(&self) -> &str {
         &self.r2_endpoint
@@ -341,51 +325,30 @@ impl Provisioner for CloudflareProvisioner {
 
     async fn ensure_tunnel(&self, name: &str) -> Result<Tunnel, ProvisionError> {
         let secret = tunnel_token::new_secret();
-        let failed = match self
+        let ensured = self
             .api
-            .create_tunnel(name, ConfigSrc::Cloudflare, Some(&secret))
+            .ensure_tunnel(name, ConfigSrc::Cloudflare, &secret)
             .await
-        {
-            Ok(created) => {
-                let id = created.tunnel.id;
-                let token = match created.token {
-                    Some(t) => t,
-                    None => self
-                        .api
-                        .tunnel_token(&id)
-                        .await
-                        .map_err(|e| cf("get the tunnel token", e))?,
-                };
-                return Ok(Tunnel { id, token });
+            .map_err(|e| cf("create the tunnel", e))?;
+        let t = ensured.tunnel;
+        if ensured.adopted {
+            if t.config_src.as_deref() == Some("local") {
+                return Err(ProvisionError::Conflict(format!(
+                    "a locally managed tunnel named {name} (id {}) exists in the account: \
+                     hubkeeper-control did not create it; delete it or rename it",
+                    t.id
+                )));
             }
-            // 1013: an earlier attempt created it; or the answer was lost.
-            Err(e) if e.is_conflict() || answer_maybe_lost(&e) => e,
-            Err(e) => return Err(cf("create the tunnel", e)),
-        };
-        let live = self
-            .api
-            .list_tunnels(Some(name))
-            .await
-            .map_err(|e| cf("list tunnels", e))?;
-        let Some(t) = live
-            .into_iter()
-            .find(|t| t.name == name && t.deleted_at.is_none())
-        else {
-            return Err(cf("create the tunnel", failed));
-        };
-        if t.config_src.as_deref() == Some("local") {
-            return Err(ProvisionError::Conflict(format!(
-                "a locally managed tunnel named {name} (id {}) exists in the account: \
-                 hubkeeper-control did not create it; delete it or rename it",
-                t.id
-            )));
+            tracing::info!(tunnel = %name, tunnel_id = %t.id, "adopted the tunnel an earlier attempt created");
         }
-        tracing::info!(tunnel = %name, tunnel_id = %t.id, "adopted the tunnel an earlier attempt created");
-        let token = self
-            .api
-            .tunnel_token(&t.id)
-            .await
-            .map_err(|e| cf("get the tunnel token", e))?;
+        let token = match ensured.token {
+            Some(token) => token,
+            None => self
+                .api
+                .tunnel_token(&t.id)
+                .await
+                .map_err(|e| cf("get the tunnel token", e))?,
+        };
         Ok(Tunnel { id: t.id, token })
     }
 
@@ -422,59 +385,24 @@ impl Provisioner for CloudflareProvisioner {
         owner: &str,
     ) -> Result<String, ProvisionError> {
         let zone = self.zone_id().await?;
-        let comment = owner_comment(owner);
-        let record = NewDnsRecord::tunnel_cname(hostname, tunnel_id, Some(comment.clone()));
-        let failed = match self.api.create_dns_record(zone, &record).await {
-            Ok(r) => return Ok(r.id),
-            // 81053/81057: a record is there (ours from a lost answer, or another's).
-            Err(e) if e.is_conflict() || answer_maybe_lost(&e) => e,
-            Err(e) => return Err(cf("create the DNS record", e)),
-        };
-        let cnames = self
+        match self
             .api
-            .list_dns_records(zone, "CNAME", hostname)
+            .route_cname(zone, hostname, tunnel_id, &owner_comment(owner))
             .await
-            .map_err(|e| cf("list DNS records", e))?;
-        if let Some(r) = cnames.iter().find(|r| r.content == record.content) {
-            return Ok(r.id.clone());
-        }
-        if let Some(r) = cnames
-            .iter()
-            .find(|r| r.comment.as_deref() == Some(comment.as_str()))
         {
-            let updated = self
-                .api
-                .update_dns_record(zone, &r.id, &record)
-                .await
-                .map_err(|e| cf("update the DNS record", e))?;
-            return Ok(updated.id);
+            Ok(id) => Ok(id),
+            Err(e @ RouteError::Foreign { .. }) => Err(ProvisionError::Conflict(format!(
+                "{e}: hubkeeper-control did not create it; remove that record in the Cloudflare dashboard, then enroll again"
+            ))),
+            Err(RouteError::Api(e)) => Err(cf("create the DNS record", e)),
         }
-        if failed.is_conflict() {
-            return Err(ProvisionError::Conflict(format!(
-                "{hostname} already has a DNS record that hubkeeper-control did not create \
-                 ({failed}); remove that record in the Cloudflare dashboard, then enroll again"
-            )));
-        }
-        Err(cf("create the DNS record", failed))
     }
 
     async fn ensure_bucket(&self, bucket: &str, expiries: &[Expiry]) -> Result<(), ProvisionError> {
-        match self
-            .api
-            .create_bucket(bucket, self.location_hint.as_deref())
+        self.api
+            .ensure_bucket(bucket, self.location_hint.as_deref())
             .await
-        {
-            Ok(_) => {}
-            // R2 bucket names are per account: a 409 is a bucket of this account,
-            // which the GET confirms.
-            Err(e) if e.is_conflict() => {
-                self.api
-                    .get_bucket(bucket)
-                    .await
-                    .map_err(|e| cf("look at the existing bucket", e))?;
-            }
-            Err(e) => return Err(cf("create the bucket", e)),
-        }
+            .map_err(|e| cf("create the bucket", e))?;
         self.set_expiries(bucket, expiries).await
     }
 
@@ -491,7 +419,13 @@ impl Provisioner for CloudflareProvisioner {
         bucket: &str,
         maybe_exists: bool,
     ) -> Result<R2Key, ProvisionError> {
-        if maybe_exists && let Some(id) = self.token_by_name(name).await? {
+        if maybe_exists
+            && let Some(id) = self
+                .api
+                .token_by_name(name)
+                .await
+                .map_err(|e| cf("list tokens", e))?
+        {
             // Its value was shown once, to an answer that was lost: roll it.
             let value = self
                 .api
